@@ -1,0 +1,31 @@
+"""The activation zoo: a registry of names to factories ``(channels, **kwargs) -> nn.Module``.
+
+Importing this package registers every built-in activation; ``register_activation`` adds your own.
+"""
+
+from .registry import (
+    ACT_TAG,
+    ActivationInfo,
+    activation_table,
+    all_names,
+    create_activation,
+    get_activation_info,
+    is_activation_module,
+    list_activations,
+    normalize_name,
+    register_activation,
+)
+from . import pointwise, export, frelu, acon, dyrelu  # noqa: E402,F401  (register the built-ins)
+
+__all__ = [
+    "ACT_TAG",
+    "ActivationInfo",
+    "activation_table",
+    "all_names",
+    "create_activation",
+    "get_activation_info",
+    "is_activation_module",
+    "list_activations",
+    "normalize_name",
+    "register_activation",
+]

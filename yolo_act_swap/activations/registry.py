@@ -1,0 +1,210 @@
+"""The activation registry: names and aliases to factories ``(channels, **kwargs) -> nn.Module``.
+
+Every entry records the facts the patcher and the trainer need: whether the activation needs the block's channel
+count, whether it keeps the input shape, whether it exports to ONNX and whether it can start exactly as SiLU.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch.nn as nn
+
+from ..errors import ActivationArgError, UnknownActivation
+
+ACT_TAG = "_yas_act"  # attribute set on every module made by create_activation(): the registry name
+
+
+@dataclass(frozen=True)
+class ActivationInfo:
+    """One registry entry.
+
+    Attributes:
+        name (str): canonical snake_case name.
+        factory (Callable): ``factory(channels, **kwargs) -> nn.Module``, a fresh module on every call.
+        kind (str): ``pointwise``, ``channel`` (over the channel dim: softmax & co), ``export`` (plain-op variants),
+            or ``channel-aware`` (learned per-channel parameters).
+        channel_aware (bool): needs the block's channel count.
+        shape_preserving (bool): output shape equals input shape (False for glu).
+        onnx_exportable (bool): exports to ONNX with torch.onnx.
+        silu_init (bool): accepts ``init="silu"`` and then equals x*sigmoid(x) exactly.
+        aliases (tuple[str, ...]): other accepted names.
+        description (str): one line for ``--list``.
+        kwargs (tuple[str, ...]): the keyword arguments the factory takes (derived from its signature).
+    """
+
+    name: str
+    factory: Callable[..., nn.Module]
+    kind: str = "pointwise"
+    channel_aware: bool = False
+    shape_preserving: bool = True
+    onnx_exportable: bool = True
+    silu_init: bool = False
+    aliases: tuple = ()
+    description: str = ""
+    kwargs: tuple = field(default=())
+
+    def params_per_channel(self, channels: int = 64, **kwargs) -> float:
+        """Parameters this activation adds per channel of a block with ``channels`` channels (measured, not guessed)."""
+        m = self.factory(channels, **kwargs)
+        return sum(p.numel() for p in m.parameters()) / channels
+
+
+_REGISTRY: dict[str, ActivationInfo] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def normalize_name(name: str) -> str:
+    """Case-insensitive, ``-`` and ``_`` interchangeable: ``Hard-Swish`` -> ``hard_swish``."""
+    return str(name).strip().lower().replace("-", "_")
+
+
+def _factory_kwargs(factory: Callable) -> tuple:
+    params = list(inspect.signature(factory).parameters.values())[1:]  # first is channels
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        raise TypeError(f"activation factory {factory!r} must list its keywords explicitly, not take **kwargs")
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def register_activation(
+    name: str,
+    factory: Callable[..., nn.Module],
+    *,
+    kind: str = "pointwise",
+    channel_aware: bool = False,
+    shape_preserving: bool = True,
+    onnx_exportable: bool = True,
+    silu_init: bool = False,
+    aliases: tuple | list = (),
+    description: str = "",
+    overwrite: bool = False,
+) -> ActivationInfo:
+    """Add an activation to the registry.
+
+    Args:
+        name (str): snake_case name; matched case-insensitively.
+        factory (Callable): ``factory(channels, **kwargs) -> nn.Module`` returning a fresh module on every call. Its
+            keywords must be explicit (no ``**kwargs``) so that a wrong keyword can be reported with the valid ones.
+        kind, channel_aware, shape_preserving, onnx_exportable, silu_init, description: see ``ActivationInfo``.
+        aliases (tuple[str, ...]): other names for the same entry.
+        overwrite (bool): replace an existing entry of the same name instead of raising.
+
+    Returns:
+        (ActivationInfo): the new entry.
+
+    Examples:
+        >>> register_activation("my_act", lambda channels, alpha=1.0: MyAct(alpha), description="mine")
+    """
+    key = normalize_name(name)
+    keys = [key, *(normalize_name(a) for a in aliases)]
+    if not overwrite:
+        for k in keys:
+            if k in _REGISTRY or k in _ALIASES:
+                raise ValueError(f"activation name {k!r} is already registered; pass overwrite=True to replace it")
+    info = ActivationInfo(
+        name=key,
+        factory=factory,
+        kind=kind,
+        channel_aware=channel_aware,
+        shape_preserving=shape_preserving,
+        onnx_exportable=onnx_exportable,
+        silu_init=silu_init,
+        aliases=tuple(normalize_name(a) for a in aliases),
+        description=description,
+        kwargs=_factory_kwargs(factory),
+    )
+    _REGISTRY[key] = info
+    for a in info.aliases:
+        _ALIASES[a] = key
+    return info
+
+
+def all_names(include_aliases: bool = True) -> list[str]:
+    """Every registered name (and alias)."""
+    return sorted(_REGISTRY) + (sorted(_ALIASES) if include_aliases else [])
+
+
+def get_activation_info(name: str) -> ActivationInfo:
+    """Look a name or alias up; raise ``UnknownActivation`` with the closest names otherwise."""
+    if isinstance(name, ActivationInfo):
+        return name
+    key = normalize_name(name)
+    key = _ALIASES.get(key, key)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    close = difflib.get_close_matches(key, all_names(), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else "run 'yolo-act-swap --list' for all names"
+    raise UnknownActivation(f"unknown activation {name!r}: {hint}")
+
+
+def list_activations() -> list[ActivationInfo]:
+    """All registry entries, sorted by kind then name."""
+    order = {"pointwise": 0, "channel": 1, "export": 2, "channel-aware": 3}
+    return sorted(_REGISTRY.values(), key=lambda i: (order.get(i.kind, 9), i.name))
+
+
+def create_activation(name: str, channels: int | None = None, **kwargs) -> nn.Module:
+    """Build a fresh activation module for a block with ``channels`` output channels.
+
+    Args:
+        name (str): registry name or alias, case-insensitive.
+        channels (int, optional): the block's channel count; required by channel-aware activations.
+        **kwargs: the activation's own keywords, validated against its factory.
+
+    Returns:
+        (nn.Module): a new module, tagged with its registry name (``module._yas_act``).
+
+    Raises:
+        UnknownActivation: the name is not registered.
+        ActivationArgError: a keyword is not accepted, or its value is rejected.
+    """
+    info = get_activation_info(name)
+    bad = [k for k in kwargs if k not in info.kwargs]
+    if bad:
+        valid = ", ".join(info.kwargs) if info.kwargs else "none"
+        raise ActivationArgError(
+            f"activation {info.name!r} takes no keyword {', '.join(repr(b) for b in bad)}; valid keywords: {valid}"
+        )
+    if info.channel_aware and (channels is None or int(channels) < 1):
+        raise ActivationArgError(f"activation {info.name!r} is channel-aware and needs the block's channel count")
+    try:
+        module = info.factory(int(channels) if channels is not None else None, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise ActivationArgError(f"activation {info.name!r}: {e}") from e
+    setattr(module, ACT_TAG, info.name)
+    return module
+
+
+def is_activation_module(module: nn.Module) -> bool:
+    """True for modules created by ``create_activation`` (the patcher's swaps)."""
+    return isinstance(getattr(module, ACT_TAG, None), str)
+
+
+def activation_table() -> str:
+    """The registry as a fixed-width text table (``yolo-act-swap --list``)."""
+    rows = [("name", "kind", "ch-aware", "params/ch@64", "shape", "onnx", "init=silu", "aliases", "description")]
+    for i in list_activations():
+        try:
+            ppc = f"{i.params_per_channel(64):g}"
+        except Exception:  # noqa: BLE001 - a user factory that cannot build at 64 channels still lists
+            ppc = "?"
+        rows.append(
+            (
+                i.name,
+                i.kind,
+                "yes" if i.channel_aware else "-",
+                ppc,
+                "keeps" if i.shape_preserving else "CHANGES",
+                "yes" if i.onnx_exportable else "no",
+                "yes" if i.silu_init else "-",
+                ",".join(i.aliases),
+                i.description,
+            )
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+    lines = ["  ".join(r[c].ljust(widths[c]) for c in range(len(widths))) + "  " + r[-1] for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(line.rstrip() for line in lines)
