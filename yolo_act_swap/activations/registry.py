@@ -183,6 +183,19 @@ def is_activation_module(module: nn.Module) -> bool:
     return isinstance(getattr(module, ACT_TAG, None), str)
 
 
+def fuse_activations(model: nn.Module) -> int:
+    """Fold what can be folded inside swapped-in activations (e.g. FReLU's BatchNorm into its depthwise conv).
+
+    Calls ``fuse()`` on every activation module that has one; idempotent. Returns how many modules were fused.
+    """
+    n = 0
+    for m in model.modules():
+        if is_activation_module(m) and callable(getattr(m, "fuse", None)):
+            m.fuse()
+            n += 1
+    return n
+
+
 def activation_table() -> str:
     """The registry as a fixed-width text table (``yolo-act-swap --list``)."""
     rows = [("name", "kind", "ch-aware", "params/ch@64", "shape", "onnx", "init=silu", "aliases", "description")]

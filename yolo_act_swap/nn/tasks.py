@@ -1,0 +1,41 @@
+"""Detection-model classes that the ultralytics engine builds, trains, validates and exports unchanged.
+
+``ActSwapDetectionModel`` is an ultralytics ``DetectionModel`` that (1) re-applies the ``act_swap:`` spec of its YAML
+every time it is built, so rebuilds by the trainer, resumes and DDP workers reproduce the patched model, and (2) folds
+foldable activations (FReLU's BatchNorm) when ``fuse()`` is called, as ultralytics predict and export do.
+"""
+
+from __future__ import annotations
+
+from ultralytics.nn.tasks import DetectionModel
+
+from ..activations.registry import fuse_activations
+
+
+class ActSwapDetectionModel(DetectionModel):
+    """Ultralytics ``DetectionModel`` that honours a YAML ``act_swap:`` key and fuses activations in ``fuse()``.
+
+    Args:
+        cfg (str | dict): model YAML path or dict (may carry ``act_swap:``).
+        ch (int): input channels.
+        nc (int, optional): number of classes (overrides the YAML).
+        verbose (bool): print model info.
+    """
+
+    def __init__(self, cfg="yolov8n.yaml", ch=3, nc=None, verbose=True):
+        super().__init__(cfg, ch=ch, nc=nc, verbose=verbose)
+        self.apply_act_swap(verbose=verbose)
+
+    def apply_act_swap(self, verbose=False):
+        """Apply ``self.yaml['act_swap']`` (if any) to this freshly built model; returns the PatchReport or None."""
+        spec = self.yaml.get("act_swap") if isinstance(self.yaml, dict) else None
+        if not spec:
+            return None
+        from ..patch import patch_model  # late import: patch imports model helpers
+
+        return patch_model(self, spec, verify=False)
+
+    def fuse(self, verbose=True, imgsz=640):
+        """Fuse conv+BN as ultralytics does, then fold the BatchNorms inside activations."""
+        fuse_activations(self)
+        return super().fuse(verbose=verbose, imgsz=imgsz)
