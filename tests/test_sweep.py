@@ -1,0 +1,391 @@
+"""``yolo-act-swap sweep``: planning, the table, and real tiny sweeps on the demo data (killed, resumed, failing, Ray).
+
+The training tests run real ``python -m yolo_act_swap.train`` subprocesses on the built-in demo data at 64 px, one or
+two epochs, a tenth of the training images, so each run takes seconds. One sweep (silu, relu, and a run that diverges
+to NaN) is shared by several tests: it is killed with SIGKILL once silu is recorded and relu has saved its first
+epoch, resumed with ``--resume``, then started again with the original command.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from yolo_act_swap.errors import UnknownActivation
+from yolo_act_swap.sweep import (
+    DEMO_RECIPE,
+    Sweep,
+    SweepError,
+    SweepFolder,
+    _split_overrides,
+    build_parser,
+    checkpoint_complete,
+    nan_problem,
+    read_results_csv,
+    resolve_acts,
+    run_command,
+    settings_from_args,
+    table_rows,
+    write_tables,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NAN_ACT = "leaky_relu:negative_slope=1e30"  # valid up front; blows activations past float32 -> inf -> NaN outputs
+NAN_LABEL = "leaky_relu_negative_slope=1e30"
+TINY = ["--cfg", "yolov8n.yaml", "--img-size", "64", "--batch-size", "8", "--workers", "0", "--latency-reps", "5",
+        "fraction=0.1", "plots=False"]  # demo data, a tenth of its training images
+SETTINGS = {"cfg": "yolov8n.yaml", "data": None, "epochs": 1, "batch_size": 8, "img_size": 64, "seed": 0,
+            "overrides": []}
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        return im.size
+
+
+def _commands(log: Path) -> int:
+    """How many training commands a run's log records (each starts with a ``$ `` line)."""
+    return sum(line.startswith("$ ") for line in log.read_text(errors="replace").splitlines())
+
+
+def _procs_mentioning(text: str) -> list[int]:
+    """Pids of live processes whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = next((ln for ln in (d / "status").read_text().splitlines() if ln.startswith("State:")), "")
+            except OSError:
+                continue
+            if text in cmdline and "zombie" not in state:
+                pids.append(int(d.name))
+    return pids
+
+
+# ------------------------------------------------------------------------------------------------ no training
+def test_resolve_acts_names_inline_and_spec_folder(tmp_path):
+    runs = resolve_acts(["silu,swish", "hardtanh:min_val=-2,max_val=2,relu"])
+    assert [r.label for r in runs] == ["silu", "swish", "hardtanh_min_val=-2_max_val=2", "relu"]
+    assert [r.baseline for r in runs] == [True, True, False, False]  # swish is an alias of silu
+    assert runs[2].act == "hardtanh:min_val=-2,max_val=2"  # the second keyword stays with its act
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "all-relu.yaml").write_text("act: relu\n")
+    (specs / "head-mish.yaml").write_text("act: silu\nrules:\n  - layers: 15-22\n    act: mish\n")
+    (specs / "notes.txt").write_text("not a spec")
+    runs = resolve_acts([str(specs), "silu"])
+    assert [r.label for r in runs] == ["all-relu", "head-mish", "silu"]
+    assert all(len(r.spec_sha256) == 64 for r in runs[:2]) and runs[2].spec is None
+
+
+def test_resolve_acts_errors(tmp_path):
+    with pytest.raises(UnknownActivation, match="frelu"):
+        resolve_acts(["silu,frlu"])
+    with pytest.raises(SweepError, match="twice"):
+        resolve_acts(["relu,silu,relu"])
+    with pytest.raises(SweepError, match="not found"):
+        resolve_acts([str(tmp_path / "missing.yaml")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SweepError, match="no .yaml"):
+        resolve_acts([str(tmp_path / "empty")])
+
+
+def test_passthrough_overrides_are_checked():
+    assert _split_overrides(["lr0=0.005", "plots=False"]) == ["lr0=0.005", "plots=False"]
+    with pytest.raises(SweepError, match="project"):
+        _split_overrides(["project=elsewhere"])
+    with pytest.raises(SweepError, match="key=value"):
+        _split_overrides(["stray"])
+
+
+def test_settings_defaults_demo_data_and_resume(tmp_path):
+    def settings(argv, planned=None):
+        args, rest = build_parser().parse_known_args(argv)
+        return settings_from_args(args, rest, planned)
+
+    demo = settings(["--epochs", "2", "lr0=0.01"])
+    assert demo["data"] is None and demo["cfg"] == "yolov8n.yaml" and demo["epochs"] == 2
+    assert demo["overrides"] == [*DEMO_RECIPE, "lr0=0.01"]  # the user's key=value comes last and wins
+    data = tmp_path / "d.yaml"
+    data.write_text("path: .\n")
+    real = settings(["--data", str(data)])
+    assert real["data"] == str(data.resolve()) and real["cfg"] is None and real["img_size"] == 640
+    assert real["overrides"] == []
+    resumed = settings([], planned=real)  # --resume with nothing else: the plan's settings
+    assert resumed == real
+    assert settings(["--epochs", "7"], planned=real)["epochs"] == 7  # then the plan check reports the change
+
+
+def test_prepare_decides_skip_resume_or_restart(tmp_path):
+    folder = SweepFolder(tmp_path / "s")
+    runs = resolve_acts(["silu,relu,mish,gelu,elu"])
+    sweep = Sweep(folder, runs, dict(SETTINGS), ["cpu"])
+    done, killed, early, failed, torn = (folder.run_dir(r.label) for r in runs)
+    for d in (done, killed, early, failed, torn):
+        (d / "weights").mkdir(parents=True)
+    folder.write_json(done / "act_swap_result.json", {"status": "finished"})  # trained; record not yet written
+    torch.save({"epoch": 3, "model": torch.nn.Linear(2, 2)}, killed / "weights" / "last.pt")  # killed after epoch 4
+    blob = (killed / "weights" / "last.pt").read_bytes()
+    (torn / "weights" / "last.pt").write_bytes(blob[: len(blob) // 2])  # killed while ultralytics wrote last.pt
+    folder.write_json(folder.record_path("gelu"), {"status": "failed"})  # --retry-failed
+    assert sweep.prepare(runs[0]) == (None, {"status": "finished"})
+    assert sweep.prepare(runs[1]) == (str(killed / "weights" / "last.pt"), None)
+    assert sweep.prepare(runs[2]) == (None, None) and not early.exists()  # no epoch saved: start clean
+    assert sweep.prepare(runs[3]) == (None, None) and not failed.exists()
+    assert sweep.prepare(runs[4]) == (None, None) and not torn.exists()
+    assert [r.label for r in sweep.pending()] == ["silu", "relu", "mish", "elu"]
+    assert [r.label for r in Sweep(folder, runs, dict(SETTINGS), ["cpu"], retry_failed=True).pending()] == \
+        ["silu", "relu", "mish", "gelu", "elu"]
+
+
+def test_plan_is_written_first_and_guards_the_folder(tmp_path):
+    folder = SweepFolder(tmp_path / "s")
+    runs = resolve_acts(["silu,relu"])
+    planned = folder.plan(SETTINGS, runs, ["--acts", "silu,relu"])
+    plan = json.loads(folder.plan_path.read_text())
+    assert [r["label"] for r in plan["runs"]] == ["silu", "relu"] and plan["settings"] == SETTINGS
+    assert [r.label for r in planned] == ["silu", "relu"]
+
+    again = folder.plan(dict(SETTINGS), resolve_acts(["relu"]), [])  # same settings, fewer acts: the plan stays
+    assert [r.label for r in again] == ["silu", "relu"]
+    more = folder.plan(dict(SETTINGS), resolve_acts(["mish"]), [])  # same settings, a new act: appended
+    assert [r.label for r in more] == ["silu", "relu", "mish"]
+    assert len(json.loads(folder.plan_path.read_text())["runs"]) == 3
+
+    with pytest.raises(SweepError, match=r"epochs: 1 -> 3.*--name"):
+        folder.plan({**SETTINGS, "epochs": 3}, runs, [])
+    spec = tmp_path / "a.yaml"
+    spec.write_text("act: relu\n")
+    folder.plan(SETTINGS, resolve_acts([str(spec)]), [])
+    spec.write_text("act: mish\n")
+    with pytest.raises(SweepError, match="spec file changed"):
+        folder.plan(SETTINGS, resolve_acts([str(spec)]), [])
+
+
+def test_table_sorted_by_map_with_delta_vs_silu(tmp_path):
+    folder = SweepFolder(tmp_path / "s")
+    runs = resolve_acts(["silu,relu,mish,gelu"])
+    recs = {
+        "silu": {"status": "finished", "metrics": {"mAP50-95": 0.30, "mAP50": 0.50}, "params": 3000000},
+        "relu": {"status": "finished", "metrics": {"mAP50-95": 0.35, "mAP50": 0.55}, "params": 3000000},
+        "mish": {"status": "failed", "error": "exit 1: RuntimeError: boom", "metrics": {}},
+    }
+    for label, rec in recs.items():
+        folder.write_json(folder.record_path(label), {"label": label, **rec})
+    rows = table_rows(runs, folder, {"ms": {"silu": 4.0, "relu": 3.5, "mish": 9.9}})
+    assert [r["act"] for r in rows] == ["relu", "silu", "mish", "gelu"]  # finished by mAP, failed, then pending
+    assert rows[0]["delta_vs_silu"] == pytest.approx(0.05) and rows[1]["delta_vs_silu"] == "baseline"
+    assert rows[2]["latency_ms"] is None and rows[2]["error"].startswith("exit 1")  # no latency for a failed run
+    assert rows[3]["status"] == "pending"
+    md = write_tables(rows, folder, SETTINGS, None)
+    assert "GFLOPs@64" in md and "| relu" in md and "+0.0500" in md and "| 3,000,000 |" in md
+    with open(folder.root / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["act"] for r in table] == ["relu", "silu", "mish", "gelu"]
+    assert float(table[0]["delta_vs_silu"]) == pytest.approx(0.05) and table[0]["params"] == "3000000"
+
+
+def test_results_csv_reader_and_nan_detection(tmp_path):
+    p = tmp_path / "results.csv"
+    head = "epoch,time,train/box_loss,train/cls_loss,train/dfl_loss,metrics/mAP50(B),metrics/mAP50-95(B)\n"
+    # epoch 2 appears twice, as after a resume from an older last.pt: the later row wins
+    p.write_text(head + "1,1.0,1.2,3.1,1.1,0.1,0.05\n2,2.0,1.1,2.9,1.0,0.2,0.10\n2,2.1,1.0,2.8,1.0,0.3,0.15\n"
+                 "3,3.0,nan,nan,1.0,0.0,0.0\n")
+    rows = read_results_csv(p)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and rows[1]["metrics/mAP50-95(B)"] == 0.15
+    assert nan_problem({"metrics": {"mAP50": 0.1, "mAP50-95": 0.05}}, rows) == \
+        "NaN/Inf loss (train box, cls) at epoch 3"
+    assert nan_problem({"metrics": {"mAP50": 0.1, "mAP50-95": 0.05}}, rows[:2]) is None
+    assert "mAP50-95" in nan_problem({"metrics": {"mAP50": 0.1, "mAP50-95": None}}, rows[:2])
+
+
+def test_run_command_measures_peak_rss_and_cleans_progress_frames(tmp_path):
+    child = ("import sys\n"
+             "buf = bytearray(300 * 2**20)\n"  # 300 MiB touched
+             "sys.stdout.write('\\r\\x1b[K  1/3 loss 0.5\\r\\x1b[K  3/3 loss 0.4\\n')\n"
+             "print('ValueError: something went wrong', flush=True)\n"
+             "sys.exit(3)\n")
+    out = run_command(["python", "-c", child], tmp_path / "log.txt")
+    assert out["returncode"] == 3
+    assert out["max_rss_mb"] > 300
+    assert out["tail"] == ["  3/3 loss 0.4", "ValueError: something went wrong"]
+    assert "ValueError" in (tmp_path / "log.txt").read_text()
+
+
+def test_a_run_stopped_from_outside_stays_resumable_not_failed(tmp_path):
+    folder = SweepFolder(tmp_path / "s")
+    runs = resolve_acts(["silu,relu"])
+    sweep = Sweep(folder, runs, dict(SETTINGS), ["cpu"])
+    stopped = run_command(["python", "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"],
+                          tmp_path / "a.log")
+    assert stopped["returncode"] == -signal.SIGTERM
+    assert sweep.record(runs[0], stopped, "cpu") is None and folder.record("silu") is None  # no row: resumable
+    crashed = run_command(["python", "-c", "raise SystemExit('yolo-act-swap: error: bad things')"], tmp_path / "b.log")
+    rec = sweep.record(runs[1], crashed, "cpu")
+    assert rec["status"] == "failed" and rec["error"] == "exit 1: yolo-act-swap: error: bad things"
+    assert folder.record("relu") == rec
+    rows = {r["act"]: r for r in table_rows(runs, folder)}
+    assert rows["silu"]["status"] == "pending" and rows["relu"]["status"] == "failed"
+
+
+def test_cli_reports_a_bad_act_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "yolo_act_swap.cli", "sweep", "--acts", "silu,frlu", "--project",
+                        str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "frlu" in lines[0] and "frelu" in lines[0]
+    assert not (tmp_path / "sweep").exists() or not (tmp_path / "sweep" / "plan.json").exists()
+
+
+# ------------------------------------------------------------------------------------- real tiny sweeps (slow)
+@pytest.fixture(scope="module")
+def killed_sweep(tmp_path_factory):
+    """silu, relu and a NaN run, 2 epochs each: SIGKILL once silu is recorded and relu has saved its first epoch,
+    then ``--resume``, then the original command once more."""
+    root = tmp_path_factory.mktemp("sweep")
+    folder = root / "s"
+    cmd = [sys.executable, "-m", "yolo_act_swap.sweep", "--acts", f"silu,relu,{NAN_ACT}",
+           "--project", str(root), "--name", "s", "--epochs", "2", "--device", "cpu", *TINY]
+    with open(root / "first.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 400
+        while not checkpoint_complete(folder / "runs" / "relu" / "weights" / "last.pt"):  # resume needs a whole one
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"the sweep ended before relu's first epoch:\n{(root / 'first.log').read_text()[-3000:]}")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    silu_dir = folder / "runs" / "silu"
+    before = {
+        "record": (folder / "records" / "silu.json").read_text(),
+        "result_mtime": (silu_dir / "act_swap_result.json").stat().st_mtime_ns,
+        "best_mtime": (silu_dir / "weights" / "best.pt").stat().st_mtime_ns,
+        "records": sorted(p.name for p in (folder / "records").iterdir()),
+        "relu_done": (folder / "runs" / "relu" / "act_swap_result.json").exists(),
+    }
+    orphans = _procs_mentioning(str(folder / "runs"))
+    t = time.time()
+    while orphans and time.time() - t < 20:
+        time.sleep(0.2)
+        orphans = _procs_mentioning(str(folder / "runs"))
+    resumed = subprocess.run([sys.executable, "-m", "yolo_act_swap.cli", "sweep", "--resume", str(folder),
+                              "--device", "cpu", "--workers", "0", "--latency-reps", "5"],
+                             capture_output=True, text=True, timeout=600)
+    md_after_resume = (folder / "results.md").read_text() if (folder / "results.md").exists() else ""
+    logs_after_resume = {p.name: _commands(p) for p in (folder / "logs").iterdir()}
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return SimpleNamespace(folder=folder, before=before, orphans=orphans, resumed=resumed, again=again,
+                           md_after_resume=md_after_resume, logs_after_resume=logs_after_resume)
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_repeating_finished_runs(killed_sweep):
+    k = killed_sweep
+    assert k.before["records"] == ["silu.json"]  # killed right after the first run was recorded
+    assert k.orphans == [], "the training subprocess outlived the killed sweep"
+    assert k.resumed.returncode == 0, k.resumed.stdout[-3000:] + k.resumed.stderr[-3000:]
+    assert "1 already recorded, 2 to train" in k.resumed.stdout
+    silu_dir = k.folder / "runs" / "silu"
+    assert (k.folder / "records" / "silu.json").read_text() == k.before["record"]  # the row was not redone
+    assert (silu_dir / "act_swap_result.json").stat().st_mtime_ns == k.before["result_mtime"]
+    assert (silu_dir / "weights" / "best.pt").stat().st_mtime_ns == k.before["best_mtime"]
+    assert _commands(k.folder / "logs" / "silu.log") == 1  # trained once
+    assert not k.before["relu_done"]  # relu was killed mid-training ...
+    relu_log = (k.folder / "logs" / "relu.log").read_text(errors="replace")
+    resumes = [ln for ln in relu_log.splitlines() if ln.startswith("$ ")]
+    assert len(resumes) == 2 and "--resume" in resumes[1] and "weights/last.pt" in resumes[1]  # ... and resumed
+    epochs = [int(r["epoch"]) for r in read_results_csv(k.folder / "runs" / "relu" / "results.csv")]
+    assert epochs == [1, 2]
+    with open(k.folder / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["act"] for r in rows) == sorted(["silu", NAN_LABEL, "relu"])  # every run exactly once
+
+
+@pytest.mark.slow
+def test_rerun_of_a_complete_sweep_gives_the_same_table(killed_sweep):
+    k = killed_sweep
+    assert k.again.returncode == 0, k.again.stderr[-3000:]
+    assert "3 already recorded, 0 to train" in k.again.stdout
+    assert (k.folder / "results.md").read_text() == k.md_after_resume  # same rows, same numbers, same latency
+    assert k.md_after_resume.strip() in k.again.stdout  # and the table is printed
+    assert {p.name: _commands(p) for p in (k.folder / "logs").iterdir()} == k.logs_after_resume  # nothing re-ran
+
+
+@pytest.mark.slow
+def test_failing_run_is_recorded_and_the_others_finish(killed_sweep):
+    folder = killed_sweep.folder
+    bad = json.loads((folder / "records" / f"{NAN_LABEL}.json").read_text())
+    assert bad["status"] == "failed"
+    assert "nan" in bad["error"].lower() or "finite" in bad["error"].lower(), bad["error"]
+    with open(folder / "results.csv", newline="") as f:
+        rows = {r["act"]: r for r in csv.DictReader(f)}
+    assert rows[NAN_LABEL]["status"] == "failed" and rows[NAN_LABEL]["error"] == bad["error"]
+    for label in ("silu", "relu"):
+        row, rec = rows[label], json.loads((folder / "records" / f"{label}.json").read_text())
+        assert row["status"] == "finished" and rec["status"] == "finished"
+        assert float(row["mAP50-95"]) == pytest.approx(rec["metrics"]["mAP50-95"], abs=1e-6)
+        assert int(row["params"]) > 1_000_000 and float(row["GFLOPs"]) > 0
+        assert float(row["latency_ms"]) > 0 and float(row["epoch_time_s"]) > 0 and float(row["peak_mem_mb"]) > 100
+    assert float(rows["silu"]["delta_vs_silu"]) == 0.0
+    md = (folder / "results.md").read_text()
+    assert md.count("| silu ") == 1 and "baseline" in md
+
+
+@pytest.mark.slow
+def test_sweep_plots_are_valid_pngs(killed_sweep):
+    for name in ("frontier.png", "map.png", "curves.png"):
+        w, h = _png_size(killed_sweep.folder / name)
+        assert 400 <= w <= 4000 and 300 <= h <= 3000, (name, w, h)
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_each_training_as_a_task(tmp_path, capsys):
+    ray = pytest.importorskip("ray")
+    from yolo_act_swap import sweep
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rc = sweep.main(["--backend", "ray", "--acts", "silu,relu", "--project", str(tmp_path), "--name", "r",
+                         "--epochs", "1", "--device", "cpu", *TINY, "--no-plots"])
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert rc == 0 and out.count("submitted to Ray") == 2
+    folder = tmp_path / "r"
+    for label in ("silu", "relu"):
+        rec = json.loads((folder / "records" / f"{label}.json").read_text())
+        assert rec["status"] == "finished", rec["error"]
+        assert rec["runner"]["backend"] == "ray" and rec["runner"]["pid"] != os.getpid()
+        assert Path(rec["best"]).exists()
+    with open(folder / "results.csv", newline="") as f:
+        assert sorted(r["act"] for r in csv.DictReader(f)) == ["relu", "silu"]
+
+
+@pytest.mark.slow
+def test_one_run_per_device_in_parallel(tmp_path):
+    from yolo_act_swap import sweep
+
+    rc = sweep.main(["--device", "cpu,cpu", "--acts", "silu,relu", "--project", str(tmp_path), "--name", "p",
+                     "--epochs", "1", *TINY, "--no-plots"])
+    assert rc == 0
+    recs = [json.loads((tmp_path / "p" / "records" / f"{a}.json").read_text()) for a in ("silu", "relu")]
+    assert all(r["status"] == "finished" for r in recs), [r["error"] for r in recs]
+    a, b = recs
+    assert a["started_at"] < b["ended_at"] and b["started_at"] < a["ended_at"]  # the two trainings overlapped
+    assert a["runner"]["pid"] == b["runner"]["pid"] == os.getpid()  # both children of this sweep process
