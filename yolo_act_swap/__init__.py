@@ -2,9 +2,13 @@
 
 The public API is small and stable::
 
-    from yolo_act_swap import patch_model
-    report = patch_model(model, "frelu")          # any nn.Module or ultralytics YOLO
-    print(report)
+    from yolo_act_swap import patch_model, activation_parameters
+    report = patch_model(model, "frelu")          # any nn.Module or ultralytics YOLO; verifies, rolls back on failure
+    print(report)                                 # the table: blocks per stage, params, GFLOPs, verdict
+    optimizer.add_param_group({"params": activation_parameters(model), "weight_decay": 0.0})
+
+``load_spec`` parses swap specs (YAML, dicts, ``--act`` strings), ``verify_shapes`` re-checks a model's forward,
+``load_model`` resolves ``--cfg``/``--weights``/``--repo``, ``find_blocks`` lists the activated conv blocks.
 """
 
 __version__ = "0.1.0"
@@ -20,10 +24,14 @@ from .errors import (  # noqa: E402
     SpecError,
     UnknownActivation,
 )
+from .models import build_detection_model, load_model  # noqa: E402
 from .optim import activation_parameters, add_activation_param_groups  # noqa: E402
-from .patch import patch_model  # noqa: E402
-from .spec import load_spec  # noqa: E402
-from .verify import verify_shapes  # noqa: E402
+from .patch import PatchReport, find_blocks, patch_model  # noqa: E402
+from .spec import SwapSpec, load_spec  # noqa: E402
+from .verify import VerifyReport, verify_shapes  # noqa: E402
+from .serialization import register_safe_globals  # noqa: E402  (checkpoints load under ULTRALYTICS_SAFE_LOAD=1)
+
+register_safe_globals()
 
 __all__ = [
     "ActSwapError",
@@ -33,13 +41,20 @@ __all__ = [
     "PatchError",
     "ShapeMismatch",
     "SpecError",
+    "PatchReport",
+    "SwapSpec",
     "UnknownActivation",
+    "VerifyReport",
     "activation_parameters",
     "add_activation_param_groups",
+    "build_detection_model",
     "create_activation",
+    "find_blocks",
     "list_activations",
+    "load_model",
     "load_spec",
     "patch_model",
     "register_activation",
+    "register_safe_globals",
     "verify_shapes",
 ]

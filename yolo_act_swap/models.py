@@ -1,0 +1,330 @@
+"""Turn ``--cfg`` / ``--weights`` / ``--repo`` into a model.
+
+``cfg`` may be:
+
+- a path to a model YAML;
+- a name under the built-in ``configs/models/`` (``yolov7.yaml``, ``yolov7-tiny``, ...);
+- an ultralytics model name (``yolov5s.yaml``, ``yolov8n.yaml``, ``yolo11n.yaml``, ...), resolved by ultralytics'
+  own ``yaml_model_load``;
+- an upstream YOLOv5/YOLOv7 YAML, when ``repo`` (or the current directory) is an upstream checkout (it has
+  ``models/yolo.py`` and ``models/common.py``). The upstream ``models.yolo.Model`` is imported from that checkout.
+
+YAML dicts with ``builder: yolov7`` are built by ``yolo_act_swap.nn.yolov7.YOLOv7DetectionModel``, every other
+ultralytics YAML by ``ActSwapDetectionModel``; both re-apply an ``act_swap:`` key. ``weights`` is an ultralytics
+checkpoint or, with an upstream ``repo``, an upstream one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+import yaml
+
+from .errors import ModelError
+from .utils import configs_dir
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+# --- where a cfg lives ------------------------------------------------------------------------------------------------
+
+
+def builtin_models() -> list[str]:
+    """Names of the model YAMLs under ``configs/models/``."""
+    return sorted(p.name for p in (configs_dir() / "models").glob("*.yaml"))
+
+
+def default_cfg() -> str:
+    """The default ``--cfg``: ``yolov7-tiny.yaml`` when it ships in ``configs/models/``, else ``yolov8n.yaml``."""
+    return "yolov7-tiny.yaml" if (configs_dir() / "models" / "yolov7-tiny.yaml").is_file() else "yolov8n.yaml"
+
+
+def is_upstream_repo(path: str | Path | None) -> bool:
+    """True for a YOLOv5/YOLOv7 checkout (or install folder): it has ``models/yolo.py`` and ``models/common.py``."""
+    if path is None:
+        return False
+    p = Path(path)
+    return (p / "models" / "yolo.py").is_file() and (p / "models" / "common.py").is_file()
+
+
+def _upstream_repo(repo: str | Path | None) -> tuple[Path | None, bool]:
+    """``(checkout, explicit)``: the given ``repo`` (validated), else the current directory if it is a checkout."""
+    if repo is not None:
+        p = Path(repo).expanduser()
+        if not is_upstream_repo(p):
+            raise ModelError(
+                f"--repo {repo}: not a YOLOv5/YOLOv7 checkout (no models/yolo.py and models/common.py there); "
+                f"pass the root of the cloned repository"
+            )
+        return p.resolve(), True
+    cwd = Path.cwd()
+    return (cwd.resolve(), False) if is_upstream_repo(cwd) else (None, False)
+
+
+def _with_suffixes(name: str) -> list[str]:
+    return [name] if name.endswith(YAML_SUFFIXES) else [name, f"{name}.yaml", f"{name}.yml"]
+
+
+def _find_in_repo(cfg: str, repo: Path) -> Path | None:
+    """An upstream YAML: the path itself, or the name under the checkout's usual folders."""
+    p = Path(cfg).expanduser()
+    if p.is_file():
+        return p
+    for name in _with_suffixes(str(cfg)):
+        for folder in ("", "models", "cfg/training", "cfg/deploy", "cfg"):
+            q = repo / folder / name
+            if q.is_file():
+                return q
+    return None
+
+
+def _find_local(cfg: str) -> Path | None:
+    """A model YAML on disk: the path itself, or a name under ``configs/models/``."""
+    p = Path(cfg).expanduser()
+    if p.is_file():
+        return p
+    if len(p.parts) == 1:
+        for name in _with_suffixes(p.name):
+            q = configs_dir() / "models" / name
+            if q.is_file():
+                return q
+    return None
+
+
+def read_model_yaml(path: str | Path) -> dict:
+    """A model YAML file as a dict (``yaml.safe_load``), with ``yaml_file`` set and the ultralytics ``scale`` guessed
+    from the file name when the file has ``scales`` but no ``scale``."""
+    path = Path(path)
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ModelError(
+            f"{where}: malformed YAML ({' '.join(str(getattr(e, 'problem', e)).split())}); fix it"
+        ) from None
+    except OSError as e:
+        raise ModelError(f"cannot read model config {path}: {e}") from None
+    if not isinstance(d, dict) or not isinstance(d.get("backbone"), list) or not isinstance(d.get("head"), list):
+        raise ModelError(f"{path}: not a model YAML (it needs 'backbone' and 'head' lists)")
+    if d.get("scales") and not d.get("scale"):
+        from ultralytics.nn.tasks import guess_model_scale
+
+        d["scale"] = guess_model_scale(path)
+    d.setdefault("yaml_file", str(path))
+    return d
+
+
+def _ultralytics_yaml(cfg: str) -> dict:
+    """An ultralytics model name through ``yaml_model_load`` (``yolov8n.yaml`` -> ``yolov8.yaml`` at scale n)."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        with _quiet(True):
+            return yaml_model_load(cfg)
+    except (FileNotFoundError, OSError, ValueError, TypeError) as e:
+        raise ModelError(
+            f"model config {cfg!r} not found: looked for a file, in configs/models ({', '.join(builtin_models())}) "
+            f"and among ultralytics' model YAMLs (e.g. yolov8n.yaml, yolo11n.yaml, yolov5su.yaml); for an upstream "
+            f"YOLOv5/YOLOv7 YAML pass --repo PATH ({type(e).__name__})"
+        ) from None
+
+
+# --- building ---------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool):
+    """Silence stdout and logging (upstream code prints model tables unconditionally)."""
+    if not enabled:
+        yield
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def build_detection_model(cfg: Any, ch: int = 3, nc: int | None = None, verbose: bool = True) -> nn.Module:
+    """Build an ultralytics-engine detection model from a YAML path, name or dict (as the trainer's ``get_model``).
+
+    Args:
+        cfg (str | Path | dict): model YAML (see the module docstring for accepted names).
+        ch (int): input channels.
+        nc (int, optional): number of classes (overrides the YAML).
+        verbose (bool): print the model table.
+
+    Returns:
+        (ActSwapDetectionModel): a ``YOLOv7DetectionModel`` for ``builder: yolov7`` YAMLs; any ``act_swap:`` is applied.
+    """
+    from .nn.tasks import ActSwapDetectionModel
+
+    if isinstance(cfg, dict):
+        d = cfg
+    else:
+        path = _find_local(str(cfg))
+        d = read_model_yaml(path) if path is not None else _ultralytics_yaml(str(cfg))
+    if str(d.get("builder", "")).strip().lower() == "yolov7":
+        from .nn.yolov7 import YOLOv7DetectionModel
+
+        return YOLOv7DetectionModel(d, ch=ch, nc=nc, verbose=verbose)
+    try:
+        return ActSwapDetectionModel(d, ch=ch, nc=nc, verbose=verbose)
+    except (KeyError, IndexError, TypeError, ValueError, NameError, AttributeError) as e:
+        where = d.get("yaml_file", "model dict")
+        raise ModelError(
+            f"{where}: ultralytics cannot build this YAML ({type(e).__name__}: {e}); check its layers"
+        ) from e
+
+
+def import_upstream(repo: Path):
+    """Import ``models.yolo`` from an upstream checkout, in-process (the checkout goes first on ``sys.path``).
+
+    Top-level ``models``/``utils`` packages already imported from another place are dropped from ``sys.modules``
+    first, so the checkout's own are used.
+    """
+    repo = Path(repo).resolve()
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("models", "utils"):
+            f = getattr(sys.modules[name], "__file__", None)
+            if f and repo not in Path(f).resolve().parents:
+                del sys.modules[name]
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    try:
+        return importlib.import_module("models.yolo")
+    except Exception as e:  # noqa: BLE001 - any import failure of third-party code is a setup problem
+        raise ModelError(
+            f"cannot import the upstream model code from {repo} ({type(e).__name__}: {e}); install that checkout's "
+            f"requirements (pip install -r {repo / 'requirements.txt'})"
+        ) from None
+
+
+def build_upstream_model(cfg: str | Path | dict, repo: Path, nc: int | None = None, verbose: bool = False) -> nn.Module:
+    """An upstream YOLOv5/YOLOv7 ``models.yolo.Model`` built from its YAML, with the checkout's own code."""
+    yolo = import_upstream(repo)
+    try:
+        with _quiet(not verbose):
+            return yolo.Model(str(cfg) if isinstance(cfg, Path) else cfg, ch=3, nc=nc)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"upstream Model({cfg}) failed: {type(e).__name__}: {e}") from e
+
+
+def _load_upstream_checkpoint(weights: Path, repo: Path) -> nn.Module:
+    import torch
+
+    import_upstream(repo)  # the pickle names models.yolo.Model & co
+    try:
+        ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"cannot load upstream checkpoint {weights}: {type(e).__name__}: {e}") from None
+    model = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else ckpt
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{weights}: no model in this checkpoint (keys: {list(ckpt)[:8]})")
+    return model.float()
+
+
+def _load_ultralytics_checkpoint(weights: Path) -> nn.Module:
+    try:
+        from ultralytics.nn.tasks import load_checkpoint
+    except ImportError:  # ultralytics < 8.4
+        from ultralytics.nn.tasks import attempt_load_one_weight as load_checkpoint
+    try:
+        with _quiet(True):
+            model, _ = load_checkpoint(str(weights))
+    except (TypeError, ModuleNotFoundError) as e:
+        if "YOLOv5" in str(e) or getattr(e, "name", "") in ("models", "models.yolo", "models.common"):
+            raise ModelError(
+                f"{weights} is an upstream YOLOv5/YOLOv7 checkpoint: pass --repo PATH (its checkout) to load it"
+            ) from None
+        raise ModelError(f"cannot load checkpoint {weights}: {' '.join(str(e).split())}") from None
+    return model
+
+
+def load_model(
+    cfg: Any = None, weights: str | Path | None = None, *, repo: str | Path | None = None, nc: int | None = None,
+    verbose: bool = False,
+) -> nn.Module:  # fmt: skip
+    """Resolve ``--cfg`` / ``--weights`` / ``--repo`` into a model (see the module docstring).
+
+    Args:
+        cfg (str | Path | dict, optional): model YAML path, built-in or ultralytics name, or dict.
+        weights (str | Path, optional): a checkpoint; alone it gives the model, with ``cfg`` its weights are
+            transferred where names and shapes match.
+        repo (str | Path, optional): an upstream YOLOv5/YOLOv7 checkout (default: the current directory if it is one).
+        nc (int, optional): number of classes for a model built from ``cfg``.
+        verbose (bool): print what the builders print.
+
+    Returns:
+        (nn.Module): the model, in training mode when built from a YAML, eval mode when loaded from a checkpoint.
+
+    Raises:
+        ModelError: unknown cfg (with where it looked and the built-in names), missing weights, bad checkout.
+    """
+    if cfg is None and weights is None:
+        raise ModelError("no model given: pass --cfg YAML or --weights CHECKPOINT")
+    if isinstance(cfg, (str, Path)) and str(cfg).endswith((".pt", ".pth")):
+        raise ModelError(f"--cfg {cfg} is a checkpoint; pass it with --weights (--cfg takes a model YAML)")
+    upstream, explicit = _upstream_repo(repo)
+    wpath = None
+    if weights is not None:
+        wpath = Path(weights).expanduser()
+        if not wpath.is_file():
+            raise ModelError(f"--weights {weights}: file not found (nothing is downloaded; give a local checkpoint)")
+
+    model, built_upstream = None, False
+    if cfg is not None:
+        src = cfg if isinstance(cfg, dict) else None
+        up_path = _find_in_repo(str(cfg), upstream) if upstream is not None and src is None else None
+        if upstream is not None and up_path is None and src is None and explicit:
+            raise ModelError(
+                f"--cfg {cfg}: not found in the upstream checkout {upstream} (looked in ., models/, cfg/training/, "
+                f"cfg/deploy/); pass a path to the YAML"
+            )
+        if up_path is not None and (explicit or _is_upstream_yaml(up_path)):
+            model, built_upstream = build_upstream_model(up_path, upstream, nc=nc, verbose=verbose), True
+        else:
+            with _quiet(not verbose):
+                model = build_detection_model(cfg, nc=nc, verbose=verbose)
+    if wpath is not None:
+        if upstream is not None and (explicit or built_upstream):
+            loaded = _load_upstream_checkpoint(wpath, upstream)
+        else:
+            try:
+                loaded = _load_ultralytics_checkpoint(wpath)
+            except ModelError:
+                if upstream is None:
+                    raise
+                loaded = _load_upstream_checkpoint(wpath, upstream)  # the checkout in the current directory
+        if model is None:
+            return loaded
+        _transfer(loaded, model, wpath)
+    return model
+
+
+def _is_upstream_yaml(path: Path) -> bool:
+    """Inside an auto-detected checkout, a YAML without ultralytics/yolo-act-swap markers is upstream's."""
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(d, dict) and "builder" not in d and "scales" not in d and "anchors" in d
+
+
+def _transfer(src: nn.Module, dst: nn.Module, where: Path):
+    """Copy the tensors whose names and shapes match from ``src`` into ``dst``; ModelError when none do."""
+    sd = dst.state_dict()
+    csd = {k: v for k, v in src.float().state_dict().items() if k in sd and sd[k].shape == v.shape}
+    if not csd:
+        raise ModelError(f"--weights {where}: no tensor matches the --cfg model; they are different architectures")
+    dst.load_state_dict(csd, strict=False)
