@@ -100,8 +100,10 @@ def with_spec(cfg: dict, spec=None, act: str | None = None) -> dict:
     """Return ``cfg`` with its ``act_swap:`` key set from ``--spec`` / ``--act`` (unchanged when both are None)."""
     if spec is None and act is None:
         return cfg
-    from .spec import load_spec
+    from .spec import load_spec, spec_file_or_error
 
+    if isinstance(spec, (str, Path)):  # --spec is a file: a path or a name in configs/acts/, never an activation
+        spec = spec_file_or_error(spec)
     cfg = dict(cfg)
     cfg["act_swap"] = load_spec(spec, act=act).to_dict()
     return cfg
