@@ -48,13 +48,7 @@ SHAPE_RULES = {"glu": lambda s: (s[0], s[1] // 2, *s[2:])}  # entries with shape
 KINKS = (0.0, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 6.0, -6.0)  # where some pointwise activation is not differentiable
 REPO = Path(__file__).resolve().parents[1]
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and does not fight other processes for the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- inputs -----------------------------------------------------------------------------------------------------------

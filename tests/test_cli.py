@@ -16,13 +16,7 @@ SCRIPT = Path(sys.executable).with_name("yolo-act-swap")
 CMD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "yolo_act_swap.cli"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tests do little arithmetic; one torch thread avoids OpenMP spin-waits on a shared 2-core runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli(*args, cwd=None, timeout=300):

@@ -25,19 +25,6 @@ SMALL = {"train": 12, "val": 6}  # a small demo for the format tests
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One cache folder for this module, exported as YAS_CACHE_DIR (subprocesses inherit it)."""
-    d = tmp_path_factory.mktemp("yas-cache")
-    old = os.environ.get("YAS_CACHE_DIR")
-    os.environ["YAS_CACHE_DIR"] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop("YAS_CACHE_DIR", None)
-    else:
-        os.environ["YAS_CACHE_DIR"] = old
-
-
-@pytest.fixture(scope="module")
 def small(cache):
     return demo_dataset(**SMALL)
 

@@ -21,13 +21,7 @@ MODELS = ("yolov5n.yaml", "yolov8n.yaml", "yolo11n.yaml")
 SHAPE_PRESERVING = [i.name for i in list_activations() if i.shape_preserving]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tests do little arithmetic; one torch thread avoids OpenMP spin-waits on a shared 2-core runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -36,18 +36,6 @@ RUN = dict(cfg="yolov8n.yaml", act="acon_c:init=silu", epochs=4, imgsz=128, batc
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    d = tmp_path_factory.mktemp("yas-cache")
-    old = os.environ.get("YAS_CACHE_DIR")
-    os.environ["YAS_CACHE_DIR"] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop("YAS_CACHE_DIR", None)
-    else:
-        os.environ["YAS_CACHE_DIR"] = old
-
-
-@pytest.fixture(scope="module")
 def run(cache, tmp_path_factory):
     """One training run on the demo data; returns its act_swap_result.json."""
     project = tmp_path_factory.mktemp("runs")

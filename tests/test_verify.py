@@ -16,13 +16,7 @@ from yolo_act_swap.verify import ShapeOnly, act_output_shape, check_sizes, meta_
 META = "meta"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tests do little arithmetic; one torch thread avoids OpenMP spin-waits on a shared 2-core runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def m(*shape):
