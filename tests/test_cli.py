@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from yolo_act_swap.cli import main, run_guarded
 from yolo_act_swap.errors import SpecError

@@ -1,1 +1,336 @@
-"""(stub: registers nothing yet)"""
+"""ACON-C and Meta-ACON-C (Ma et al. 2021, "Activate or Not: Learning Customized Activation").
+
+Both compute ``y = (p1 - p2) * x * sigmoid(beta * (p1 - p2) * x) + p2 * x``. ACON-C learns ``beta`` per channel;
+Meta-ACON-C produces it per sample and channel from the pooled input through a small 1x1-conv bottleneck.
+
+Training runs one fused autograd function that keeps only ``x`` (SiLU keeps ``x`` too) and recomputes the sigmoid in
+the backward pass, working through the tensor in cache-sized chunks on CPU; the straightforward formula keeps about six
+intermediate feature maps. Also here: the chunk planner and the global-average-pool function that DY-ReLU shares.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .frelu import as_bool, batch_norm, exporting, fold_bn, plain_ops
+from .registry import register_activation
+
+__all__ = ["AconC", "MetaAconC", "chunk_slices", "compiled", "global_avg_pool", "CHUNK_ELEMENTS"]
+
+CHUNK_ELEMENTS = 1 << 18  # elements per CPU thread per work chunk (1 MiB of float32): its share stays in cache
+MIN_CHUNK_ELEMENTS = 1 << 16  # below this, per-op overhead outweighs the smaller temporaries
+
+
+def chunk_slices(x3: torch.Tensor, target: int | None = None):
+    """Split an (N, C, L) tensor into (sample-slice, channel-slice) blocks of about ``target`` elements.
+
+    The default target is ``CHUNK_ELEMENTS`` per intra-op thread, so that each core's share of a block stays in cache.
+
+    Blocks hold whole samples when a sample is small, else channel ranges of one sample. A block is at most an eighth of
+    the tensor (but not under ``MIN_CHUNK_ELEMENTS``), so temporaries stay a small fraction of a feature map on small
+    maps too. On non-CPU devices one block covers the whole tensor (kernel launches, not caches, are the cost there).
+
+    Args:
+        x3 (torch.Tensor): tensor of shape (N, C, L).
+        target (int, optional): elements per block; defaults to ``CHUNK_ELEMENTS`` times the intra-op threads.
+
+    Returns:
+        (list[tuple[slice, slice]]): blocks covering the tensor in memory order.
+    """
+    n, c, length = x3.shape
+    if x3.device.type != "cpu":
+        return [(slice(0, n), slice(0, c))]
+    target = min(target or CHUNK_ELEMENTS * torch.get_num_threads(), max(x3.numel() // 8, MIN_CHUNK_ELEMENTS))
+    per_sample = max(c * length, 1)
+    if per_sample <= target:
+        step = max(target // per_sample, 1)
+        return [(slice(i, min(i + step, n)), slice(0, c)) for i in range(0, n, step)]
+    cstep = max(target // max(length, 1), 1)
+    return [(slice(i, i + 1), slice(j, min(j + cstep, c))) for i in range(n) for j in range(0, c, cstep)]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype the elementwise math runs in: float32 for half types (chunk-sized upcasts only), else the input's."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+class _GlobalAvgPool(torch.autograd.Function):
+    """``x.mean((2, 3))`` whose backward returns a broadcast view instead of a dense feature map.
+
+    The engine then adds it in place into the dense input gradient, so the pooled branch costs no extra feature map.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x.mean((2, 3))
+
+    @staticmethod
+    def backward(ctx, g):
+        n, c, h, w = ctx.shape
+        return (g / (h * w)).view(n, c, 1, 1).expand(n, c, h, w)
+
+
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C) spatial mean; memory-lean backward when gradients are recorded."""
+    if plain_ops(x) or not x.requires_grad:
+        return x.mean((2, 3))
+    return _GlobalAvgPool.apply(x)
+
+
+def _acon_coefs(p1, p2, beta, c: int, dtype) -> torch.Tensor:
+    """(1|N, C, 1, 3) pack of ``beta * d``, ``d = p1 - p2`` and ``p2``: one slice per block, unbound into views."""
+    d = (p1 - p2).reshape(1, c)
+    b = beta.reshape(-1, c)
+    return torch.stack(torch.broadcast_tensors(b * d, d, p2.reshape(1, c)), -1).to(dtype).unsqueeze(2).contiguous()
+
+
+class _AconFunction(torch.autograd.Function):
+    """``y = d x sigmoid(beta d x) + p2 x`` with ``d = p1 - p2``; keeps only x and recomputes the rest."""
+
+    @staticmethod
+    def forward(ctx, x, p1, p2, beta):
+        n, c, h, w = x.shape
+        cdt = compute_dtype(x.dtype)
+        x3 = x.contiguous().view(n, c, h * w)
+        coef = _acon_coefs(p1, p2, beta, c, cdt)
+        shared = coef.shape[0] == 1
+        y = torch.empty_like(x, memory_format=torch.contiguous_format)
+        y3 = y.view(n, c, h * w)
+        same = cdt == x.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            for ns, cs in chunk_slices(x3):
+                xs = x3[ns, cs] if same else x3[ns, cs].to(cdt)
+                bd, d, p2c = (coef[:, cs] if shared else coef[ns, cs]).unbind(-1)
+                s = torch.mul(xs, bd).sigmoid_()
+                if same:  # x (d s + p2), straight into the output block
+                    torch.addcmul(p2c, s, d, out=y3[ns, cs]).mul_(xs)
+                else:
+                    y3[ns, cs] = torch.addcmul(p2c, s, d).mul_(xs)
+        ctx.save_for_backward(x, p1, p2, beta)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, p1, p2, beta = ctx.saved_tensors
+        n, c, h, w = x.shape
+        cdt = compute_dtype(x.dtype)
+        x3, g3 = x.contiguous().view(n, c, h * w), g.contiguous().view(n, c, h * w)
+        coef = _acon_coefs(p1, p2, beta, c, cdt)
+        shared = coef.shape[0] == 1
+        gx = torch.empty_like(x, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
+        gx3 = gx.view(n, c, h * w) if gx is not None else None  # write through a view, return the base
+        same = cdt == x.dtype
+        # per (sample, channel): sum_hw g x, sum_hw g x q with q = d/du [u sigmoid(beta u)], sum_hw g x^2 s (1 - s)
+        sums = torch.zeros(n, c, 3, dtype=cdt, device=x.device)
+        for ns, cs in chunk_slices(x3):
+            xs, gs = (x3[ns, cs], g3[ns, cs]) if same else (x3[ns, cs].to(cdt), g3[ns, cs].to(cdt))
+            bd, d, p2c = (coef[:, cs] if shared else coef[ns, cs]).unbind(-1)
+            v = torch.mul(xs, bd)  # beta u
+            s = torch.sigmoid(v)
+            sp = torch.addcmul(s, s, s, value=-1)  # s (1 - s)
+            q = torch.addcmul(s, v, sp)  # s + v s (1 - s)
+            gxp = torch.mul(gs, xs)  # g x
+            sums[ns, cs] = torch.stack((gxp.sum(-1), torch.mul(gxp, q).sum(-1), sp.mul_(xs).mul_(gxp).sum(-1)), -1)
+            if gx3 is not None:  # g (d q + p2)
+                if same:
+                    torch.addcmul(p2c, q, d, out=gx3[ns, cs]).mul_(gs)
+                else:
+                    gx3[ns, cs] = torch.addcmul(p2c, q, d).mul_(gs)
+        dd = (p1 - p2).to(cdt).reshape(1, c)
+        g_p1 = sums[..., 1]
+        g_p2 = sums[..., 0] - sums[..., 1]
+        g_beta = sums[..., 2] * dd * dd
+
+        def _as(grad, like):  # reduce (N, C) sums to the parameter's (1|N, C, 1, 1) shape
+            if like.shape[0] == 1:
+                grad = grad.sum(0, keepdim=True)
+            return grad.reshape(like.shape).to(like.dtype)
+
+        need = ctx.needs_input_grad
+        return (
+            gx,
+            _as(g_p1, p1) if need[1] else None,
+            _as(g_p2, p2) if need[2] else None,
+            _as(g_beta, beta) if need[3] else None,
+        )
+
+
+def acon_formula(x: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """The ACON-C formula with plain ops (export, tracing); ``beta`` broadcasts as (1|N, C, 1, 1)."""
+    d = p1 - p2
+    return x * (d * torch.sigmoid(beta * d * x) + p2)
+
+
+COMPILE_BACKEND = "inductor"  # torch.compile backend of the activations' ``compile=True`` option
+_COMPILED: dict = {}
+
+
+def compiled(fn):
+    """``fn`` through ``torch.compile`` (built once per function and backend, on first use; shapes go dynamic after
+    the first recompilation, so one compiled graph serves every layer of a network)."""
+    key = (fn, COMPILE_BACKEND)
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(fn, backend=COMPILE_BACKEND)
+    return _COMPILED[key]
+
+
+def _acon_inference(x, p1, p2, beta):
+    """The forward alone (no graph): one output buffer, updated in place."""
+    d = (p1 - p2).to(x.dtype)
+    y = torch.mul(x, beta.to(x.dtype) * d).sigmoid_()
+    return y.mul_(d).add_(p2.to(x.dtype)).mul_(x)
+
+
+def _acon(x, p1, p2, beta, compile=False):
+    if exporting():
+        return acon_formula(x, p1, p2, beta)
+    if not torch.is_grad_enabled():
+        return _acon_inference(x, p1, p2, beta)
+    if compile:  # one fused kernel per pass; the compiler decides what to keep for the backward
+        return compiled(acon_formula)(x, p1, p2, beta)
+    return _AconFunction.apply(x, p1, p2, beta)
+
+
+def _init_p(channels: int, init: str, allowed: tuple) -> tuple:
+    if init not in allowed:
+        raise ValueError(f"init must be one of {', '.join(repr(a) for a in allowed)}, got {init!r}")
+    if init == "default":  # the paper code: p1, p2 ~ N(0, 1)
+        return torch.randn(1, channels, 1, 1), torch.randn(1, channels, 1, 1)
+    return torch.ones(1, channels, 1, 1), torch.zeros(1, channels, 1, 1)  # p1 = 1, p2 = 0: x * sigmoid(beta x)
+
+
+class AconC(nn.Module):
+    """ACON-C: ``(p1 - p2) x sigmoid(beta (p1 - p2) x) + p2 x`` with learned p1, p2, beta of shape (1, C, 1, 1).
+
+    Args:
+        channels (int): channels of the block.
+        init (str): ``"default"`` as the paper code (p1, p2 ~ N(0, 1), beta = 1) or ``"silu"`` (p1 = 1, p2 = 0,
+            beta = 1), which is exactly ``x * sigmoid(x)``.
+        compile (bool): run the formula through ``torch.compile`` instead of the fused autograd function (faster on
+            CPU once compiled; needs a working compiler toolchain, and compiling takes a while).
+    """
+
+    def __init__(self, channels: int, init: str = "default", compile: bool = False):
+        super().__init__()
+        p1, p2 = _init_p(int(channels), init, ("default", "silu"))
+        self.p1, self.p2 = nn.Parameter(p1), nn.Parameter(p2)
+        self.beta = nn.Parameter(torch.ones(1, int(channels), 1, 1))
+        self.init, self.use_compile = init, as_bool(compile, "compile")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply ACON-C to an (N, C, H, W) tensor."""
+        return _acon(x, self.p1, self.p2, self.beta, self.use_compile)
+
+    def extra_repr(self) -> str:
+        """Channels and init."""
+        return f"channels={self.p1.shape[1]}, init={self.init!r}" + (", compile=True" if self.use_compile else "")
+
+
+class MetaAconC(nn.Module):
+    """Meta-ACON-C: ACON-C whose beta = sigmoid(fc2(fc1(mean_hw(x)))) is computed per sample and channel.
+
+    As in the paper code, fc1 and fc2 are 1x1 convs with bias, hidden width ``max(reduction, channels // reduction)``,
+    each followed by a BatchNorm when ``bn=True`` (no other nonlinearity in between).
+
+    In training, a BN that sees one value per channel (batch size 1: the pooled input is 1x1) uses its running
+    statistics for that forward instead of failing; with batch size > 1 the paper formula is computed exactly.
+    ``fuse()`` folds both BNs into fc1/fc2.
+
+    Args:
+        channels (int): channels of the block.
+        reduction (int): bottleneck reduction r.
+        bn (bool): BatchNorm after fc1 and fc2, as in the paper code.
+        init (str): ``"default"`` (p1, p2 ~ N(0, 1)) or ``"swish"`` (p1 = 1, p2 = 0: x * sigmoid(beta x)). Meta-ACON
+            cannot start exactly as SiLU: beta is a sigmoid output and never reaches 1.
+        compile (bool): run the ACON formula through ``torch.compile`` (see ``AconC``).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, bn: bool = True, init: str = "default", compile: bool = False):
+        super().__init__()
+        channels, reduction = int(channels), int(reduction)
+        if reduction < 1:
+            raise ValueError(f"reduction must be >= 1, got {reduction}")
+        if init == "silu":
+            raise ValueError(
+                "meta_acon_c cannot start exactly as SiLU (beta = sigmoid(...) never reaches 1); use init='swish' "
+                "(p1=1, p2=0) or acon_c with init='silu'"
+            )
+        hidden = max(reduction, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, 1, 1, bias=True)
+        bn = as_bool(bn, "bn")
+        self.bn1 = nn.BatchNorm2d(hidden) if bn else None
+        self.fc2 = nn.Conv2d(hidden, channels, 1, 1, bias=True)
+        self.bn2 = nn.BatchNorm2d(channels) if bn else None
+        p1, p2 = _init_p(channels, init, ("default", "swish"))
+        self.p1, self.p2 = nn.Parameter(p1), nn.Parameter(p2)
+        self.reduction, self.init, self.use_compile = reduction, init, as_bool(compile, "compile")
+
+    def beta(self, x: torch.Tensor) -> torch.Tensor:
+        """The switching factor beta, shape (N, C, 1, 1), from the spatial mean of ``x``."""
+        b = global_avg_pool(x)[:, :, None, None]
+        b = self.fc1(b)
+        if self.bn1 is not None:
+            b = batch_norm(self.bn1, b)
+        b = self.fc2(b)
+        if self.bn2 is not None:
+            b = batch_norm(self.bn2, b)
+        return torch.sigmoid(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply Meta-ACON-C to an (N, C, H, W) tensor."""
+        return _acon(x, self.p1, self.p2, self.beta(x), self.use_compile)
+
+    @torch.no_grad()
+    def fuse(self) -> "MetaAconC":
+        """Fold bn1 into fc1 and bn2 into fc2 (running statistics); idempotent. Returns self."""
+        if self.bn1 is not None:
+            fold_bn(self.fc1, self.bn1)
+            self.bn1 = None
+        if self.bn2 is not None:
+            fold_bn(self.fc2, self.bn2)
+            self.bn2 = None
+        return self
+
+    def extra_repr(self) -> str:
+        """Channels, bottleneck width, BN state, init."""
+        bn = "folded" if self.bn1 is None and self.bn2 is None else "yes"
+        return (
+            f"channels={self.p1.shape[1]}, reduction={self.reduction}, hidden={self.fc1.out_channels}, "
+            f"bn={bn}, init={self.init!r}" + (", compile=True" if self.use_compile else "")
+        )
+
+
+def _acon_c(channels: int, init: str = "default", compile: bool = False) -> AconC:
+    return AconC(channels, init=init, compile=compile)
+
+
+def _meta_acon_c(
+    channels: int, reduction: int = 16, bn: bool = True, init: str = "default", compile: bool = False
+) -> MetaAconC:
+    return MetaAconC(channels, reduction=reduction, bn=bn, init=init, compile=compile)
+
+
+register_activation(
+    "acon_c",
+    _acon_c,
+    kind="channel-aware",
+    channel_aware=True,
+    onnx_exportable=True,
+    silu_init=True,
+    aliases=("aconc",),
+    description="ACON-C (p1-p2)x*sigmoid(beta(p1-p2)x)+p2x, per-channel p1,p2,beta; init=silu is exactly SiLU",
+)
+register_activation(
+    "meta_acon_c",
+    _meta_acon_c,
+    kind="channel-aware",
+    channel_aware=True,
+    onnx_exportable=True,
+    silu_init=False,
+    aliases=("metaaconc", "meta_aconc"),
+    description="Meta-ACON-C: beta=sigmoid(BN(fc2(BN(fc1(mean_hw x))))), reduction=16; beta<1 so no exact SiLU start",
+)

@@ -1,1 +1,302 @@
-"""(stub: registers nothing yet)"""
+"""FReLU (Funnel ReLU, Ma et al. 2020): ``y = max(x, BN(depthwise_conv_kxk(x)))``, plus the BatchNorm helpers that the
+other channel-aware activations share (batch-size-1 safe BN, folding a BN into a conv).
+
+Training on large maps uses one custom autograd function for conv -> BN -> max. It keeps ``x`` (which SiLU keeps
+too), a one-byte mask of the max's winner and the BN's per-channel statistics, and recomputes the depthwise conv in the
+backward pass instead of keeping its output. Small maps (and ``recompute=False``) run conv and BN through autograd
+and only the max through a custom function that keeps the byte mask. The straightforward module keeps the conv output,
+the BN output and both max inputs, and PyTorch's ``maximum`` backward is several full passes; see
+``benchmarks/activations.py`` for the figures.
+Eval mode, ``torch.no_grad()`` and ONNX export run plain ops, and ``fuse()`` folds the BN into the conv.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .registry import register_activation
+
+__all__ = ["FReLU", "as_bool", "batch_norm", "bn_uses_batch_stats", "exporting", "fold_bn", "plain_ops"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# BatchNorm helpers shared by FReLU, MetaAconC and DY-ReLU-C
+# ---------------------------------------------------------------------------------------------------------------------
+def as_bool(value, name: str) -> bool:
+    """A boolean keyword that may arrive as text from an inline ``--act name:key=value`` spec."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def exporting() -> bool:
+    """True while scripting, tracing or exporting to ONNX: activations then run plain, exportable ops."""
+    return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def plain_ops(x: torch.Tensor) -> bool:
+    """True when no custom autograd function is needed: exporting, or no gradient will be recorded."""
+    return exporting() or not torch.is_grad_enabled()
+
+
+def bn_uses_batch_stats(bn: nn.BatchNorm2d, x: torch.Tensor) -> bool:
+    """Whether ``bn`` normalises ``x`` with the batch's statistics (training) or with its running statistics.
+
+    A BN in training mode that sees a single value per channel (batch size 1 on a 1x1 map, e.g. MetaAconC's pooled
+    input) cannot compute a variance; it then uses its running statistics for that forward and leaves them unchanged.
+    """
+    if not bn.training and bn.running_mean is not None:
+        return False
+    if bn.running_mean is not None and x.numel() // max(x.shape[1], 1) <= 1:
+        return False
+    return True
+
+
+def _momentum(bn: nn.BatchNorm2d) -> float:
+    """Advance ``num_batches_tracked`` and return the running-stat update factor, exactly as ``nn.BatchNorm2d``."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    return factor
+
+
+def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``bn(x)`` that also works in training mode with one value per channel (then it uses the running statistics).
+
+    Args:
+        bn (nn.BatchNorm2d): the layer (its parameters, buffers, eps and momentum are used).
+        x (torch.Tensor): input of shape (N, C, ...).
+
+    Returns:
+        (torch.Tensor): the normalised input.
+    """
+    if bn_uses_batch_stats(bn, x):
+        return bn(x)
+    return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
+@torch.no_grad()
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold an eval-mode ``bn`` that follows ``conv`` into the conv's weight and bias, in place.
+
+    Args:
+        conv (nn.Conv2d): the convolution; it gets a bias if it had none.
+        bn (nn.BatchNorm2d): the BatchNorm on the conv's output (its running statistics are used).
+    """
+    w = conv.weight
+    std = (bn.running_var.to(torch.float64) + bn.eps).sqrt()
+    gamma = bn.weight.to(torch.float64) if bn.weight is not None else torch.ones_like(std)
+    beta = bn.bias.to(torch.float64) if bn.bias is not None else torch.zeros_like(std)
+    scale = gamma / std
+    b0 = conv.bias.to(torch.float64) if conv.bias is not None else torch.zeros_like(std)
+    conv.weight.copy_((w.to(torch.float64) * scale.view(-1, *([1] * (w.dim() - 1)))).to(w.dtype))
+    bias = (b0 - bn.running_mean.to(torch.float64)) * scale + beta
+    if conv.bias is None:
+        conv.bias = nn.Parameter(bias.to(w.dtype), requires_grad=w.requires_grad)
+    else:
+        conv.bias.copy_(bias.to(conv.bias.dtype))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# FReLU
+# ---------------------------------------------------------------------------------------------------------------------
+RECOMPUTE_MIN_ELEMENTS = 1 << 18  # smaller inputs take the plain-autograd path (see FReLU's ``recompute``)
+
+
+def _conv_backward(grad, x, weight, has_bias, padding, groups, mask):
+    """Depthwise-conv backward (grad_input, grad_weight, grad_bias) through ATen's own kernel."""
+    return torch.ops.aten.convolution_backward(
+        grad, x, weight, [weight.shape[0]] if has_bias else None, [1, 1], [padding, padding], [1, 1], False, [0, 0],
+        groups, mask,
+    )
+
+
+class _FReLUFunction(torch.autograd.Function):
+    """Training forward/backward of ``max(x, BN_batchstats(dwconv(x)))`` that keeps x, a byte mask and BN stats.
+
+    The backward works through the batch in cache-sized blocks (depthwise conv and BN are per channel): a first pass
+    collects the BN's two per-channel sums, a second one forms the BN input gradient and runs the conv backward block
+    by block, so no full-size temporary besides the recomputed conv output (and the returned gradient) is needed.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, bn_weight, bn_bias, running_mean, running_var, factor, eps, recompute):
+        padding = weight.shape[-1] // 2
+        with torch.autocast(x.device.type, enabled=False):
+            c = F.conv2d(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), 1, padding, 1, x.shape[1])
+            t, mean, invstd = torch.ops.aten.native_batch_norm(
+                c, bn_weight, bn_bias, running_mean, running_var, True, factor, eps
+            )
+            mask = torch.gt(t, x)  # 1 byte per element: where the funnel branch wins
+            y = torch.maximum(x, t, out=t)
+        ctx.geom = (padding, bias is not None)
+        ctx.save_for_backward(x, weight, bias, bn_weight, mean, invstd, mask, None if recompute else c)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        from .acon import chunk_slices, compute_dtype  # acon imports this module
+
+        x, weight, bias, bn_weight, mean, invstd, mask, c = ctx.saved_tensors
+        padding, has_bias = ctx.geom
+        need = ctx.needs_input_grad
+        n, ch, h, w = x.shape
+        cdt = compute_dtype(x.dtype)
+        g = g.contiguous()
+        wx = weight.to(x.dtype)
+        if c is None:  # recompute the funnel conv instead of having kept it
+            c = F.conv2d(x, wx, None if bias is None else bias.to(x.dtype), 1, padding, 1, ch)
+        # 3-D (N, C, HW) views: long inner loops for the elementwise work; 4-D blocks only for the conv
+        x3, g3, c3, m3 = (t.view(n, ch, h * w) for t in (x, g, c, mask.view(torch.uint8)))
+        blocks = chunk_slices(x3)
+
+        def funnel_grad(ns, cs):  # g where the funnel branch won, else 0 (a uint8 -> float copy beats torch.where)
+            return torch.empty(m3[ns, cs].shape, dtype=cdt, device=x.device).copy_(m3[ns, cs]).mul_(g3[ns, cs])
+
+        s1 = torch.zeros(ch, dtype=cdt, device=x.device)  # sum of the BN output gradient, per channel
+        s2 = torch.zeros_like(s1)  # sum of (BN output gradient) * (conv output), per channel
+        for ns, cs in blocks:
+            gt = funnel_grad(ns, cs)
+            s1[cs] += gt.sum((0, 2))
+            s2[cs] += gt.mul_(c3[ns, cs]).sum((0, 2))
+        mu, inv = mean.to(cdt), invstd.to(cdt)
+        s2 = (s2 - mu * s1) * inv  # sum of gt * c_hat
+        m = n * h * w
+        k = bn_weight.to(cdt) * inv  # dL/dc = k (gt - s1/m - c_hat s2/m) = k gt + a c + b
+        a = (-k * inv * s2 / m).view(1, ch, 1)
+        b = (k * (inv * s2 * mu - s1) / m).view(1, ch, 1)
+        k = k.view(1, ch, 1)
+        gx = torch.empty_like(x, memory_format=torch.contiguous_format) if need[0] else None
+        gx3 = gx.view(n, ch, h * w) if gx is not None else None
+        gw = torch.zeros(weight.shape, dtype=cdt, device=x.device) if need[1] else None
+        gb = torch.zeros(ch, dtype=cdt, device=x.device) if need[2] and has_bias else None
+        for ns, cs in blocks:
+            gt = funnel_grad(ns, cs)
+            gc = torch.addcmul(b[:, cs], c3[ns, cs], a[:, cs]).addcmul_(gt, k[:, cs])
+            gxc, gwc, gbc = _conv_backward(
+                gc.to(x.dtype).view(x[ns, cs].shape), x[ns, cs], wx[cs], has_bias, padding, cs.stop - cs.start,
+                [gx is not None, gw is not None, gb is not None],
+            )
+            if gx is not None:  # conv branch + identity branch (g where x won)
+                gxc = gxc.view(gt.shape)
+                if cdt == x.dtype:
+                    torch.add(gxc, g3[ns, cs], out=gx3[ns, cs]).sub_(gt)
+                else:
+                    gx3[ns, cs] = gxc.to(cdt).add_(g3[ns, cs]).sub_(gt)
+            if gw is not None:
+                gw[cs] += gwc
+            if gb is not None:
+                gb[cs] += gbc
+        return (
+            gx,
+            gw.to(weight.dtype) if gw is not None else None,
+            gb.to(bias.dtype) if gb is not None else None,
+            s2.to(bn_weight.dtype) if need[3] else None,
+            s1.to(bn_weight.dtype) if need[4] else None,
+            None, None, None, None, None,
+        )
+
+
+class _MaskedMax(torch.autograd.Function):
+    """``torch.maximum(x, t)`` that keeps a byte mask instead of both inputs (used by a fused FReLU in training)."""
+
+    @staticmethod
+    def forward(ctx, x, t):
+        mask = torch.gt(t, x)
+        ctx.save_for_backward(mask)
+        return torch.maximum(x, t)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        gt = torch.empty_like(g).copy_(mask.view(torch.uint8)).mul_(g)
+        return torch.sub(g, gt), gt
+
+
+class FReLU(nn.Module):
+    """Funnel ReLU: ``y = max(x, BN(depthwise_conv_kxk(x)))`` (Ma et al., "Funnel Activation for Visual Recognition").
+
+    Args:
+        channels (int): channels of the block.
+        kernel_size (int): odd size of the depthwise funnel window.
+        recompute (bool): keep only a byte mask and recompute the depthwise conv in the backward pass (one feature map
+            less per FReLU during training, for one more depthwise conv). Maps under ``RECOMPUTE_MIN_ELEMENTS``
+            elements, where per-op overhead outweighs the saving, and ``recompute=False`` keep the conv output (as the
+            BN's input) and a byte mask of the max instead of both of its inputs.
+
+    Attributes:
+        conv (nn.Conv2d): depthwise k x k conv, no bias (gets one when ``fuse()`` folds the BN).
+        bn (nn.BatchNorm2d | None): the funnel's BN; ``None`` after ``fuse()``.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, recompute: bool = True):
+        super().__init__()
+        channels, kernel_size = int(channels), int(kernel_size)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        self.conv = nn.Conv2d(channels, channels, kernel_size, 1, kernel_size // 2, groups=channels, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.recompute = as_bool(recompute, "recompute")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply FReLU to an (N, C, H, W) tensor."""
+        bn = self.bn
+        if exporting():
+            t = self.conv(x)
+            return torch.maximum(x, t if bn is None else batch_norm(bn, t))
+        if not torch.is_grad_enabled():  # inference: the max goes into the funnel's buffer
+            t = self.conv(x)
+            t = t if bn is None else batch_norm(bn, t)
+            return torch.maximum(x, t, out=t) if t.dtype == x.dtype and t.shape == x.shape else torch.maximum(x, t)
+        if bn is None:  # fused, and training again
+            return _MaskedMax.apply(x, self.conv(x))
+        if (
+            not self.recompute
+            or x.numel() < RECOMPUTE_MIN_ELEMENTS
+            or type(bn) is not nn.BatchNorm2d
+            or not bn_uses_batch_stats(bn, x)
+            or bn.weight is None
+        ):  # conv and BN through autograd (the BN keeps the conv output), the max keeps a byte mask
+            return _MaskedMax.apply(x, batch_norm(bn, self.conv(x)))
+        return _FReLUFunction.apply(
+            x, self.conv.weight, self.conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+            _momentum(bn), bn.eps, self.recompute,
+        )
+
+    @torch.no_grad()
+    def fuse(self) -> "FReLU":
+        """Fold the BN (its running statistics) into the depthwise conv; idempotent. Returns self."""
+        if self.bn is not None:
+            fold_bn(self.conv, self.bn)
+            self.bn = None
+        return self
+
+    def extra_repr(self) -> str:
+        """Channels, kernel size, whether the BN is folded."""
+        k = self.conv.kernel_size[0]
+        return f"channels={self.conv.in_channels}, kernel_size={k}, fused={self.bn is None}, recompute={self.recompute}"
+
+
+def _frelu(channels: int, kernel_size: int = 3, recompute: bool = True) -> FReLU:
+    return FReLU(channels, kernel_size=kernel_size, recompute=recompute)
+
+
+register_activation(
+    "frelu",
+    _frelu,
+    kind="channel-aware",
+    channel_aware=True,
+    onnx_exportable=True,
+    aliases=("funnel_relu",),
+    description="Funnel ReLU max(x, BN(dwconv_kxk(x))); kernel_size=3; BN folds into the conv on fuse()",
+)
