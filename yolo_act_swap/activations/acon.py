@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .frelu import as_bool, batch_norm, exporting, fold_bn, plain_ops
 from .registry import register_activation
@@ -52,7 +51,8 @@ def chunk_slices(x3: torch.Tensor, target: int | None = None):
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Dtype the elementwise math runs in: float32 for half types (chunk-sized upcasts only), else the input's."""
+    """Dtype the elementwise math runs in: float32 for half types, else the input's (a block is upcast at a time:
+    chunk-sized on CPU, the whole tensor on a GPU)."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
@@ -170,11 +170,11 @@ _COMPILED: dict = {}
 
 
 def compiled(fn):
-    """``fn`` through ``torch.compile`` (built once per function and backend, on first use; shapes go dynamic after
-    the first recompilation, so one compiled graph serves every layer of a network)."""
+    """``fn`` through ``torch.compile`` (built once per function and backend, on first use), with dynamic shapes so
+    that a few compiled graphs serve every layer of a network instead of one per feature-map size."""
     key = (fn, COMPILE_BACKEND)
     if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(fn, backend=COMPILE_BACKEND)
+        _COMPILED[key] = torch.compile(fn, backend=COMPILE_BACKEND, dynamic=True)
     return _COMPILED[key]
 
 
@@ -191,7 +191,8 @@ def _acon(x, p1, p2, beta, compile=False):
     if not torch.is_grad_enabled():
         return _acon_inference(x, p1, p2, beta)
     if compile:  # one fused kernel per pass; the compiler decides what to keep for the backward
-        return compiled(acon_formula)(x, p1, p2, beta)
+        # views, not Parameters: dynamo keeps Parameter shapes static, which would compile once per channel count
+        return compiled(acon_formula)(x, p1.view(p1.shape), p2.view(p2.shape), beta.view(beta.shape))
     return _AconFunction.apply(x, p1, p2, beta)
 
 
@@ -249,7 +250,9 @@ class MetaAconC(nn.Module):
         compile (bool): run the ACON formula through ``torch.compile`` (see ``AconC``).
     """
 
-    def __init__(self, channels: int, reduction: int = 16, bn: bool = True, init: str = "default", compile: bool = False):
+    def __init__(
+        self, channels: int, reduction: int = 16, bn: bool = True, init: str = "default", compile: bool = False
+    ):
         super().__init__()
         channels, reduction = int(channels), int(reduction)
         if reduction < 1:

@@ -199,7 +199,8 @@ class _DyReLUFunction(torch.autograd.Function):
                     else:
                         gx3[ns, cs] = (gx3[ns, cs].to(cdt)).addcmul_(gz[ns], wv[:, cs])
             if need[4]:
-                g_spw = torch.matmul(x3, gz.transpose(1, 2).to(x.dtype)).sum(0).view(sp_weight.shape).to(sp_weight.dtype)
+                g_spw = torch.matmul(x3, gz.transpose(1, 2).to(x.dtype)).sum(0)  # sum_{n,hw} gz * x, per channel
+                g_spw = g_spw.view(sp_weight.shape).to(sp_weight.dtype)
             if need[5] and ctx.has_sp_bias:
                 g_spb = gz.sum().view(1).to(sp_weight.dtype)
         return (
@@ -364,7 +365,12 @@ def _dy_relu_b(channels: int, k: int = 2, reduction: int = 4, compile: bool = Fa
 
 
 def _dy_relu_c(
-    channels: int, k: int = 2, reduction: int = 4, temperature: float = 10.0, gamma: float = 1 / 3, compile: bool = False
+    channels: int,
+    k: int = 2,
+    reduction: int = 4,
+    temperature: float = 10.0,
+    gamma: float = 1 / 3,
+    compile: bool = False,
 ) -> DyReLU:
     return DyReLU(channels, "c", k=k, reduction=reduction, temperature=temperature, gamma=gamma, compile=compile)
 

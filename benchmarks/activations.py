@@ -1,0 +1,411 @@
+"""Benchmark every registered activation: forward+backward time and memory at a feature-map size, relative to SiLU.
+
+Channel-aware activations are also timed against the straightforward implementations in ``benchmarks/reference.py``
+(same weights), and their outputs and input gradients are checked against them. All candidates of one size run
+interleaved (one repetition of each in turn), so that load on the machine hits them alike; the table shows medians
+over the repetitions after warm-up.
+
+Memory, per activation, in training mode:
+- ``peak``: the most memory allocated at once during forward+backward beyond the input and the upstream gradient (CPU:
+  the torch profiler's allocation events; CUDA: ``torch.cuda.max_memory_allocated``). SiLU needs 2 feature maps (its
+  output and the input gradient).
+- ``kept``: what the forward leaves allocated for the backward besides its output, in feature maps of the input's size.
+  This is what piles up across the layers of a network (SiLU keeps only its input, which is not counted).
+
+Usage:
+    python benchmarks/activations.py                       # CPU, float32, [8,64,80,80] and [8,256,20,20]
+    python benchmarks/activations.py --quick               # a short run: [4,32,40,40], 3 repetitions
+    python benchmarks/activations.py --only frelu,dy_relu_b --reps 20
+    python benchmarks/activations.py --device cuda --dtype bf16   # autocast on a GPU
+    python benchmarks/activations.py --compile             # also time compile=True (torch.compile; slow to build)
+    python benchmarks/activations.py --threads 1 --clock cpu   # on a shared, busy machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from benchmarks.reference import REFERENCES, VECTORISED, ReferenceModule  # noqa: E402
+from yolo_act_swap.activations import create_activation, list_activations  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def machine(device: torch.device, threads: int) -> str:
+    """One line describing the machine, the library versions and the current load."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    s = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {threads} threads"
+    if device.type == "cuda":
+        s += f", {torch.cuda.get_device_name(device)}"
+    if hasattr(os, "getloadavg"):
+        s += f", load average {os.getloadavg()[0]:.1f}"
+    return s
+
+
+@torch.no_grad()
+def perturb(m: nn.Module, seed: int = 0) -> nn.Module:
+    """Move every parameter off its initial value (a fresh DY-ReLU is exactly ReLU, which would check nothing)."""
+    g = torch.Generator().manual_seed(seed)
+    for p in m.parameters():
+        p.add_(torch.randn(p.shape, generator=g).to(p) * 0.1)
+    return m
+
+
+class Case:
+    """One candidate: a module plus how to run one training step of it on the shared input."""
+
+    def __init__(self, label: str, module: nn.Module, x: torch.Tensor, g: torch.Tensor, autocast: torch.dtype | None):
+        self.label, self.module, self.x, self.g, self.autocast = label, module, x, g, autocast
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.times: list[float] = []
+
+    def forward(self) -> torch.Tensor:
+        if self.autocast is None:
+            return self.module(self.x)
+        with torch.autocast(self.x.device.type, dtype=self.autocast):
+            return self.module(self.x)
+
+    def step(self) -> None:
+        self.x.grad = None
+        for p in self.params:
+            p.grad = None
+        self.forward().backward(self.g)
+
+    def timed_step(self, clock=time.perf_counter) -> None:
+        sync(self.x.device)
+        t = clock()
+        self.step()
+        sync(self.x.device)
+        self.times.append(clock() - t)
+
+    @property
+    def ms(self) -> float:
+        return statistics.median(self.times) * 1e3
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cpu_peak_and_net(fn) -> tuple[int, int]:
+    """Peak and final net bytes allocated by ``fn`` on the CPU, from the profiler's allocation events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    alloc = torch._C._profiler._EventType.Allocation
+    while stack:
+        e = stack.pop()
+        stack.extend(e.children)
+        if e.tag == alloc and e.extra_fields.device.type == "cpu":
+            events.append((e.start_time_ns, e.extra_fields.alloc_size))
+    cur = peak = 0
+    for _, size in sorted(events):
+        cur += size
+        peak = max(peak, cur)
+    return peak, cur
+
+
+def memory(case: Case) -> tuple[float, float]:
+    """(peak bytes during forward+backward, bytes kept by the forward besides its output) of one training step."""
+    dev = case.x.device
+    case.x.grad = None
+    for p in case.params:
+        p.grad = None
+    out = {}
+    if dev.type == "cuda":
+        sync(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        y = case.forward()
+        sync(dev)
+        kept = torch.cuda.memory_allocated(dev) - base
+        kept -= 0 if y.untyped_storage().data_ptr() == case.x.untyped_storage().data_ptr() else y.nbytes
+        y.backward(case.g)
+        sync(dev)
+        peak = torch.cuda.max_memory_allocated(dev) - base
+        return peak, kept
+
+    def fwd():
+        out["y"] = case.forward()
+
+    _, net = _cpu_peak_and_net(fwd)
+    y = out.pop("y")
+    kept = net - (0 if y.untyped_storage().data_ptr() == case.x.untyped_storage().data_ptr() else y.nbytes)
+    del y
+    case.x.grad = None
+    for p in case.params:
+        p.grad = None
+    peak, _ = _cpu_peak_and_net(case.step)
+    return peak, kept
+
+
+def check(ours: nn.Module, ref: nn.Module, x: torch.Tensor, g: torch.Tensor, autocast) -> float:
+    """Largest difference between ours and the reference (output and input gradient), relative to their scale."""
+    worst = 0.0
+    res = []
+    for m in (ours, ref):
+        xi = x.detach().clone().requires_grad_()
+        if autocast is None:
+            y = m(xi)
+        else:
+            with torch.autocast(x.device.type, dtype=autocast):
+                y = m(xi)
+        y.backward(g)
+        res.append((y.detach().float(), xi.grad.float()))
+    for a, b in zip(*res):
+        worst = max(worst, float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)))
+    return worst
+
+
+def bench_size(shape, args, device, dtype) -> list[dict]:
+    n, c, h, w = shape
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(shape, generator=gen).to(device=device, dtype=dtype).requires_grad_()
+    g = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+    autocast = None if dtype == torch.float32 else dtype
+    only = set(args.only.split(",")) if args.only else None
+    infos = [i for i in list_activations() if i.shape_preserving and (only is None or i.name in only | {"silu"})]
+    cases: dict[str, Case] = {}
+    rows = []
+    for info in infos:
+        m = create_activation(info.name, c)
+        if info.channel_aware:
+            perturb(m)
+        m = m.to(device).train()
+        row = {"name": info.name, "kind": info.kind, "case": info.name}
+        cases[info.name] = Case(info.name, m, x, g, autocast)
+        if info.name in REFERENCES:
+            ref = ReferenceModule(copy.deepcopy(m)).to(device).train()
+            cases[info.name + "/ref"] = Case(info.name + "/ref", ref, x, g, autocast)
+            row["ref"] = info.name + "/ref"
+            row["err"] = check(copy.deepcopy(m), copy.deepcopy(ref), x, g, autocast)
+            if info.name in VECTORISED:
+                vec = ReferenceModule(copy.deepcopy(m), VECTORISED[info.name]).to(device).train()
+                cases[info.name + "/vec"] = Case(info.name + "/vec", vec, x, g, autocast)
+                row["vec"] = info.name + "/vec"
+        if args.compile and (info.channel_aware or info.name == "silu"):
+            cm = copy.deepcopy(m)
+            if hasattr(cm, "use_compile"):  # the activation's own compile=True option (same weights)
+                cm.use_compile = True
+            else:
+                cm = torch.compile(cm)
+            cases[info.name + "/compiled"] = Case(info.name + "/compiled", cm, x, g, autocast)
+            row["compiled"] = info.name + "/compiled"
+        rows.append(row)
+    for case in cases.values():  # warm-up (and compilation)
+        for _ in range(args.warmup):
+            case.step()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    for _ in range(args.reps):  # interleaved repetitions
+        for case in cases.values():
+            case.timed_step(clock)
+    mem = {}
+    if not args.no_memory:
+        for label, case in cases.items():
+            mem[label] = memory(case)
+    fmap = x.numel() * x.element_size()
+    silu = cases["silu"]
+    for row in rows:
+        case = cases[row["case"]]
+        row["ms"] = case.ms
+        row["x_silu"] = case.ms / silu.ms
+        if mem:
+            row["peak_mib"] = mem[row["case"]][0] / 2**20
+            row["peak_x_silu"] = mem[row["case"]][0] / max(mem["silu"][0], 1)
+            row["kept_maps"] = mem[row["case"]][1] / fmap
+        for key in ("ref", "vec", "compiled"):
+            if key in row:
+                row[key + "_ms"] = cases[row[key]].ms
+                if mem and row[key] in mem:
+                    row[key + "_peak_mib"] = mem[row[key]][0] / 2**20
+                    row[key + "_peak_x_silu"] = mem[row[key]][0] / max(mem["silu"][0], 1)
+                    row[key + "_kept_maps"] = mem[row[key]][1] / fmap
+    return rows
+
+
+def bench_fused(shape, args, device, dtype) -> list[dict]:
+    """Eval-mode latency of the activations that fold something in ``fuse()`` (FReLU's BN, ...), unfused vs fused."""
+    n, c, h, w = shape
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
+    autocast = None if dtype == torch.float32 else dtype
+    only = set(args.only.split(",")) if args.only else None
+    rows, cases = [], {}
+    for info in list_activations():
+        if not info.shape_preserving or (only is not None and info.name not in only and info.name != "silu"):
+            continue
+        m = create_activation(info.name, c)
+        if not callable(getattr(m, "fuse", None)) and info.name != "silu":
+            continue
+        if info.channel_aware:
+            perturb(m)
+            with torch.no_grad():  # a few training steps' worth of BN statistics
+                for b in m.modules():
+                    if isinstance(b, nn.BatchNorm2d):
+                        b.running_mean.uniform_(-0.1, 0.1)
+                        b.running_var.uniform_(0.5, 1.5)
+        m = m.to(device).eval()
+        fused = copy.deepcopy(m)
+        if callable(getattr(fused, "fuse", None)):
+            fused.fuse()
+        with torch.no_grad():
+            y, yf = m(x).float(), fused(x).float()
+        err = float((y - yf).abs().max() / y.abs().max().clamp_min(1e-12))
+        for label, mod in ((info.name, m), (info.name + "/fused", fused)):
+            cases[label] = _InferCase(mod, x, autocast)
+        rows.append({"name": info.name, "err": err})
+    for case in cases.values():
+        for _ in range(args.warmup):
+            case.run()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    for _ in range(args.reps):
+        for case in cases.values():
+            case.timed(clock)
+    for r in rows:
+        r["ms"], r["fused_ms"] = cases[r["name"]].ms, cases[r["name"] + "/fused"].ms
+    return rows
+
+
+class _InferCase:
+    def __init__(self, module, x, autocast):
+        self.module, self.x, self.autocast, self.times = module, x, autocast, []
+
+    @torch.no_grad()
+    def run(self):
+        if self.autocast is None:
+            return self.module(self.x)
+        with torch.autocast(self.x.device.type, dtype=self.autocast):
+            return self.module(self.x)
+
+    def timed(self, clock):
+        sync(self.x.device)
+        t = clock()
+        self.run()
+        sync(self.x.device)
+        self.times.append(clock() - t)
+
+    @property
+    def ms(self):
+        return statistics.median(self.times) * 1e3
+
+
+def fused_table(rows: list[dict]) -> str:
+    lines = [["activation", "eval ms", "fused ms", "fused/unfused", "max rel diff"]]
+    for r in rows:
+        lines.append([r["name"], f"{r['ms']:.2f}", f"{r['fused_ms']:.2f}", f"{r['fused_ms'] / r['ms']:.2f}",
+                      f"{r['err']:.1e}"])
+    widths = [max(len(l[i]) for l in lines) for i in range(len(lines[0]))]
+    out = ["  ".join(v.rjust(widths[i]) if i else v.ljust(widths[i]) for i, v in enumerate(l)) for l in lines]
+    out.insert(1, "-" * len(out[0]))
+    return "\n".join(out)
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def table(rows: list[dict], with_memory: bool, with_compile: bool) -> str:
+    silu_ms = next((r["ms"] for r in rows if r["name"] == "silu"), None)
+    head = ["activation", "fwd+bwd ms", "x SiLU"]
+    if with_memory:
+        head += ["peak MiB", "peak x SiLU", "kept maps"]
+    head += ["ref ms", "ours/ref", "vec ms", "ours/vec", "ref peak MiB", "ref kept", "max rel diff"]
+    if with_compile:
+        head += ["compiled ms", "x SiLU"] + (["peak x SiLU", "kept maps"] if with_memory else [])
+    lines = [head]
+    for r in rows:
+        line = [r["name"], fmt(r["ms"], ".2f"), fmt(r["x_silu"], ".2f")]
+        if with_memory:
+            line += [fmt(r.get("peak_mib"), ".1f"), fmt(r.get("peak_x_silu"), ".2f"), fmt(r.get("kept_maps"), ".2f")]
+        ref, vec = r.get("ref_ms"), r.get("vec_ms")
+        line += [
+            fmt(ref, ".2f"),
+            fmt(r["ms"] / ref if ref else None, ".2f"),
+            fmt(vec, ".2f"),
+            fmt(r["ms"] / vec if vec else None, ".2f"),
+            fmt(r.get("ref_peak_mib"), ".1f"),
+            fmt(r.get("ref_kept_maps"), ".2f"),
+            fmt(r.get("err"), ".1e"),
+        ]
+        if with_compile:
+            c = r.get("compiled_ms")
+            line += [fmt(c, ".2f"), fmt(c / silu_ms if c and silu_ms else None, ".2f")]
+            if with_memory:
+                line += [fmt(r.get("compiled_peak_x_silu"), ".2f"), fmt(r.get("compiled_kept_maps"), ".2f")]
+        lines.append(line)
+    widths = [max(len(str(l[i])) for l in lines) for i in range(len(head))]
+    out = ["  ".join(str(v).rjust(widths[i]) if i else str(v).ljust(widths[i]) for i, v in enumerate(l)) for l in lines]
+    out.insert(1, "-" * len(out[0]))
+    return "\n".join(out)
+
+
+def parse_shape(s: str) -> tuple:
+    shape = tuple(int(v) for v in s.lower().replace("x", ",").split(",") if v)
+    if len(shape) != 4:
+        raise argparse.ArgumentTypeError(f"shape must be N,C,H,W, got {s!r}")
+    return shape
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--shape", type=parse_shape, action="append", help="N,C,H,W (repeatable); default 8,64,80,80 "
+                   "and 8,256,20,20")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="input dtype; bf16/fp16 also autocast")
+    p.add_argument("--reps", type=int, default=10, help="timed repetitions per candidate (median reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall: elapsed time; cpu: process CPU time (robust on a shared machine with --threads 1)")
+    p.add_argument("--only", default="", help="comma-separated activation names (SiLU always runs)")
+    p.add_argument("--quick", action="store_true", help="a short run: 4,32,40,40 and 3 repetitions")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the activations' compile=True option (torch.compile'd SiLU as its baseline)")
+    p.add_argument("--no-fused", action="store_true", help="skip the eval-mode fused-vs-unfused table")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    shapes = args.shape or ([(4, 32, 40, 40)] if args.quick else [(8, 64, 80, 80), (8, 256, 20, 20)])
+    if args.quick:
+        args.reps, args.warmup = min(args.reps, 3), min(args.warmup, 1)
+    print(f"# benchmarks/activations.py: {machine(device, torch.get_num_threads())}")
+    print(f"# {args.dtype}{' autocast' if dtype != torch.float32 else ''} on {device}, training mode, {args.clock} "
+          f"clock, median of {args.reps} interleaved repetitions after {args.warmup} warm-up; command: "
+          f"python benchmarks/activations.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    for shape in shapes:
+        t0 = time.perf_counter()
+        rows = bench_size(shape, args, device, dtype)
+        print(f"\n## input {list(shape)} ({time.perf_counter() - t0:.0f} s)")
+        print(table(rows, not args.no_memory, args.compile))
+        if not args.no_fused:
+            print(f"\n## inference (eval, no_grad) of {list(shape)}, before and after fuse()")
+            print(fused_table(bench_fused(shape, args, device, dtype)))
+    print(f"\n# done; {machine(device, torch.get_num_threads())}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
