@@ -253,6 +253,10 @@ def test_cli_bad_data_exit_2_one_line(small, tmp_path, capsys):
     e = _write(tmp_path / "e.yaml", {"path": str(empty), "train": "images/train", "val": "images/train",
                                      "names": ["a"]})
     _one_line_error(*run("--data", str(e), "--cfg", "yolov8n.yaml"), "split is empty")
+    truncated = tmp_path / "last.pt"  # what a run killed while ultralytics wrote last.pt in place leaves behind
+    truncated.write_bytes(b"PK\x03\x04" + bytes(200))
+    _one_line_error(*run("--resume", str(truncated)), "checkpoint is truncated")
+    _one_line_error(*run("--resume", str(tmp_path / "gone.pt")), "not found")
 
     # --weights trained for another class count than the data
     import torch

@@ -539,7 +539,19 @@ def resume(checkpoint=True, **overrides) -> dict:
     from .serialization import register_safe_globals
 
     register_safe_globals()
-    trainer = ActSwapTrainer(overrides={**overrides, "resume": checkpoint if checkpoint is not True else True})
+    if checkpoint is not True:
+        import zipfile
+
+        ckpt = Path(checkpoint)
+        if not ckpt.is_file():
+            raise ActSwapError(f"--resume {ckpt}: no such checkpoint; pass the run's weights/last.pt")
+        if not zipfile.is_zipfile(ckpt):  # torch.save writes a zip archive; ultralytics writes last.pt in place
+            raise ActSwapError(f"--resume {ckpt}: the checkpoint is truncated or not a torch checkpoint (the run was "
+                               "probably killed while saving it); resume from weights/best.pt or start the run again")
+    try:
+        trainer = ActSwapTrainer(overrides={**overrides, "resume": checkpoint if checkpoint is not True else True})
+    except FileNotFoundError as e:
+        raise ActSwapError(f"--resume: {str(e).strip().splitlines()[0]}") from None
     trainer.train()
     path = trainer.save_dir / RESULT_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"status": "failed"}
