@@ -38,6 +38,7 @@ from yolo_act_swap.activations import (
 )
 from yolo_act_swap.activations import registry as registry_module
 from yolo_act_swap.errors import ActivationArgError, ActSwapError, UnknownActivation
+from helpers import randomize
 
 C = 4  # channels of every test input: even (glu halves it), tiny (CI budget)
 INFOS = list_activations()
@@ -68,19 +69,6 @@ def randn(shape=(2, C, 5, 5), scale=2.0, dtype=torch.float64, seed=1) -> torch.T
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * scale
     dist = (x[..., None] - torch.tensor(KINKS, dtype=torch.float64)).abs().min(-1).values
     return torch.where(dist < 0.04, x + 0.05, x).to(dtype)
-
-
-@torch.no_grad()
-def randomize(m: nn.Module, seed: int = 0) -> nn.Module:
-    """Random parameters and BN statistics, so that a formula check exercises every term (not just a ReLU-like init)."""
-    g = torch.Generator().manual_seed(seed)
-    for p in m.parameters():
-        p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    for mod in m.modules():
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.running_mean is not None:
-            mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.2)
-            mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 0.5)
-    return m
 
 
 def build(info, channels: int = C, **kwargs) -> nn.Module:

@@ -21,6 +21,7 @@ from yolo_act_swap.activations import acon as acon_module
 from yolo_act_swap.activations import frelu as frelu_module
 from yolo_act_swap.activations import create_activation, fuse_activations
 from yolo_act_swap.errors import ActivationArgError
+from helpers import randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one torch thread
 
@@ -48,19 +49,6 @@ def _recompute_small_maps(request, monkeypatch):
     """Cases that name recompute=True run FReLU's fused function even on these tiny inputs."""
     if "recompute=True" in request.node.name:
         monkeypatch.setattr(frelu_module, "RECOMPUTE_MIN_ELEMENTS", 0)
-
-
-@torch.no_grad()
-def randomize(m: nn.Module, seed: int = 0) -> nn.Module:
-    """Random parameters and BN statistics, so that every term of the formula (and its gradient) is exercised."""
-    g = torch.Generator().manual_seed(seed)
-    for p in m.parameters():
-        p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    for b in m.modules():
-        if isinstance(b, nn.BatchNorm2d):
-            b.running_mean.copy_(torch.randn(b.running_mean.shape, generator=g) * 0.2)
-            b.running_var.copy_(torch.rand(b.running_var.shape, generator=g) + 0.5)
-    return m
 
 
 def build(name, channels=C, seed=0, **kwargs):
