@@ -211,7 +211,7 @@ def fake_upstream(tmp_path):
 def test_cfg_names_paths_and_dicts(tmp_path):
     from yolo_act_swap.models import builtin_models, default_cfg, load_model, read_model_yaml
     from yolo_act_swap.nn.tasks import ActSwapDetectionModel
-    from yolo_act_swap.utils import configs_dir
+    from yolo_act_swap.io import configs_dir
 
     assert {"yolov7.yaml", "yolov7-tiny.yaml"} <= set(builtin_models()) and default_cfg() == "yolov7-tiny.yaml"
     tiny = load_model("yolov7-tiny")  # a built-in name without .yaml
@@ -232,7 +232,7 @@ def test_weights_ultralytics_checkpoint(tmp_path):
     import torch
 
     from yolo_act_swap import patch_model
-    from yolo_act_swap.cli import save_checkpoint
+    from yolo_act_swap.checkpoints import save_checkpoint
     from yolo_act_swap.models import load_model
 
     model = load_model("yolov8n.yaml")

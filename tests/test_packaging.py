@@ -5,7 +5,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from yolo_act_swap.utils import configs_dir
+from yolo_act_swap.io import configs_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import yaml
 
 from yolo_act_swap import ActivationArgError, SpecError, UnknownActivation, load_spec
 from yolo_act_swap.spec import ActSpec, Rule, SwapSpec, builtin_specs, parse_act_string
-from yolo_act_swap.utils import configs_dir
+from yolo_act_swap.io import configs_dir
 
 
 def _write(path: Path, text: str) -> Path:

@@ -29,7 +29,7 @@ from .optim import activation_parameters, add_activation_param_groups  # noqa: E
 from .patch import PatchReport, find_blocks, patch_model  # noqa: E402
 from .spec import SwapSpec, load_spec  # noqa: E402
 from .verify import VerifyReport, verify_shapes  # noqa: E402
-from .serialization import register_safe_globals  # noqa: E402  (checkpoints load under ULTRALYTICS_SAFE_LOAD=1)
+from .checkpoints import register_safe_globals  # noqa: E402  (checkpoints load under ULTRALYTICS_SAFE_LOAD=1)
 
 register_safe_globals()
 

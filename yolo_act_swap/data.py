@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from .errors import DataError
-from .utils import configs_dir
+from .io import configs_dir
 
 IMG_SUFFIXES = {"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic", "avif", "jp2"}
 MAX_LABEL_SCAN = 20000  # label files checked per split; bigger splits are sampled evenly (ultralytics checks the rest)

@@ -28,7 +28,7 @@ import torch.nn as nn
 import yaml
 
 from .errors import ModelError
-from .utils import configs_dir
+from .io import configs_dir
 
 YAML_SUFFIXES = (".yaml", ".yml")
 

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .utils import atomic_path
+from .io import atomic_path
 
 DEFAULT_PLOT_ACTS = "silu,relu,leaky_relu:negative_slope=0.1,mish,gelu,hard_swish,frelu,acon_c"
 DPI = 110

@@ -32,7 +32,7 @@ import yaml
 
 from .activations.registry import create_activation, get_activation_info
 from .errors import ActivationArgError, SpecError, UnknownActivation
-from .utils import configs_dir
+from .io import configs_dir
 
 KEEP = "keep"
 SPEC_KEYS = ("act", "rules", "description")

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import ActSwapError
-from .utils import atomic_write_text, configs_dir
+from .io import atomic_write_text, configs_dir
 
 TRAIN_MODULE = "yolo_act_swap.train"  # every run is ``python -m TRAIN_MODULE ...``
 PLAN_VERSION = 1

@@ -46,7 +46,7 @@ TRAIN_FLAGS = {"model": "--cfg", "pretrained": "--weights", "data": "--data", "e
 # --------------------------------------------------------------------------------------------------- model building
 def default_cfg_name() -> str:
     """``yolov7-tiny.yaml`` when the package ships it, else ``yolov8n.yaml``."""
-    from .utils import configs_dir
+    from .io import configs_dir
 
     return DEFAULT_CFG_NAME if (configs_dir() / "models" / DEFAULT_CFG_NAME).is_file() else FALLBACK_CFG_NAME
 
@@ -61,7 +61,7 @@ def load_model_cfg(cfg) -> dict:
         ModelError: the config cannot be found or parsed.
     """
     from .models import read_model_yaml
-    from .utils import configs_dir
+    from .io import configs_dir
 
     if isinstance(cfg, dict):
         return copy.deepcopy(cfg)
@@ -353,7 +353,7 @@ class ActSwapTrainer(_trainer_base()):
         """Keep ``{save_dir}/<cfg>.yaml`` (the model dict with its ``act_swap:`` key) in the run folder."""
         from ultralytics.utils import RANK
 
-        from .utils import atomic_write_text
+        from .io import atomic_write_text
 
         if RANK not in {-1, 0} or not isinstance(self.model, dict):
             return
@@ -389,7 +389,7 @@ class ActSwapTrainer(_trainer_base()):
         """Write ``{save_dir}/act_swap_result.json`` atomically (consumed by ``yolo-act-swap sweep``)."""
         from ultralytics.utils.torch_utils import unwrap_model
 
-        from .utils import atomic_write_text
+        from .io import atomic_write_text
 
         epochs = max(self.epoch - self.start_epoch + 1, 1)  # run in this session (fewer after a resume)
         m = self.metrics or {}
@@ -495,7 +495,7 @@ def prepare_run(
     from ultralytics.cfg import get_cfg, get_save_dir
 
     from .data import check_class_count, resolve_data
-    from .serialization import register_safe_globals
+    from .checkpoints import register_safe_globals
 
     register_safe_globals()
     info = resolve_data(data)
@@ -517,7 +517,7 @@ def prepare_run(
     save_dir = Path(get_save_dir(resolved))
     name = Path(str(model_dict.get("yaml_file") or "model.yaml")).stem + ".yaml"
     model_dict["yaml_file"] = str(save_dir / name)
-    from .utils import atomic_write_text
+    from .io import atomic_write_text
 
     atomic_write_text(save_dir / name, yaml.safe_dump(model_dict, sort_keys=False))
     args["model"] = str(save_dir / name)
@@ -536,7 +536,7 @@ def train(cfg=None, weights=None, data=None, act=None, spec=None, new_head=False
 
 def resume(checkpoint=True, **overrides) -> dict:
     """Resume an interrupted run from ``last.pt`` (``True``: the newest under the current folder)."""
-    from .serialization import register_safe_globals
+    from .checkpoints import register_safe_globals
 
     register_safe_globals()
     if checkpoint is not True:

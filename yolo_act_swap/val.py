@@ -185,7 +185,7 @@ def val(
     from ultralytics.utils import LOGGER
 
     from .data import check_class_count, resolve_data
-    from .serialization import register_safe_globals
+    from .checkpoints import register_safe_globals
     from .train import load_weights
 
     register_safe_globals()
@@ -247,7 +247,7 @@ def val(
     elif save_json:
         LOGGER.warning("--save-json: this dataset has no COCO annotation file; predictions.json is saved, official "
                        "COCO mAP needs a COCO-JSON dataset (coco_annotations: in the data YAML)")
-    from .utils import atomic_write_text
+    from .io import atomic_write_text
 
     atomic_write_text(Path(validator.save_dir) / "act_swap_val.json", json.dumps(result, indent=2) + "\n")
     return result

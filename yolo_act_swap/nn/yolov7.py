@@ -39,7 +39,7 @@ except ImportError:  # ultralytics releases without QAT support
 
 
 from ..errors import ModelError
-from ..utils import configs_dir
+from ..io import configs_dir
 from .tasks import ActSwapDetectionModel
 
 __all__ = (

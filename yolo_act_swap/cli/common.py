@@ -1,0 +1,75 @@
+"""Flags and parsing shared by every subcommand: defined once, so that ``--project/--name/--exist-ok/--verbose`` and
+``key=value`` mean the same everywhere, and argparse mistakes end in one line with exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+
+import yaml
+
+from ..errors import ActSwapError
+
+
+class UsageError(ActSwapError):
+    """A command-line mistake (a bad flag or value): one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line (``UsageError``) instead of the 5-line usage dump."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def add_verbose(p: argparse.ArgumentParser, what: str = "show tracebacks on errors") -> None:
+    p.add_argument("--verbose", "-v", action="store_true", help=what)
+
+
+def add_run_folder(p: argparse.ArgumentParser, project: str, name: str = "exp", what: str = "save to") -> None:
+    """``--project``, ``--name`` and ``--exist-ok``, as in upstream YOLOv5/YOLOv7 and ultralytics."""
+    p.add_argument("--project", default=project, help=f"{what} project/name ({project})")
+    p.add_argument("--name", default=name, help=f"{what} project/name ({name})")
+    p.add_argument("--exist-ok", action="store_true", help="reuse project/name instead of incrementing")
+
+
+def add_overrides(p: argparse.ArgumentParser, what: str = "other ultralytics args") -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=what)
+
+
+def parse_overrides(pairs: list[str], flags: dict) -> dict:
+    """Parse ``key=value`` ultralytics args; values are read as YAML scalars (never evaluated).
+
+    Args:
+        pairs (list[str]): the ``key=value`` strings.
+        flags (dict): keys that have a flag of their own, mapped to the flag.
+
+    Raises:
+        ActSwapError: a malformed pair, an unknown key, a key that has its own flag, or a bad value.
+    """
+    from ultralytics.cfg import get_cfg
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key or value == "":
+            raise UsageError(f"cannot read argument {pair[:80]!r}: use --flag value for our flags or key=value for "
+                             "ultralytics args")
+        if key in flags:
+            raise UsageError(f"pass {key} with {flags[key]}, not as {key}=")
+        if key not in DEFAULT_CFG_DICT:
+            close = difflib.get_close_matches(key, list(DEFAULT_CFG_DICT), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}?" if close else "run 'yolo cfg' for the list"
+            raise UsageError(f"unknown ultralytics option {key[:60]!r}: {hint}")
+        try:
+            v = yaml.safe_load(value)
+        except yaml.YAMLError:
+            v = value
+        out[key] = value if isinstance(v, (dict, list)) else v
+    try:
+        get_cfg(overrides=out)
+    except (SyntaxError, TypeError, ValueError) as e:
+        raise UsageError(str(e).strip().splitlines()[0][:300]) from None
+    return out

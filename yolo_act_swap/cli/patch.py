@@ -1,0 +1,75 @@
+"""The default command: build or load a model, swap its activations, verify, report, save."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..errors import SpecError
+from .common import Parser, add_verbose
+
+DEFAULT_ACT = "frelu"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The default (patch) command's parser."""
+    p = Parser(
+        prog="yolo-act-swap",
+        description="Swap the activation of every conv block of a YOLO model, verify shapes, and report. "
+        "Other commands: train, val, sweep, plot (each has --help).",
+        epilog="examples:  yolo-act-swap --cfg yolov7.yaml --act frelu | yolo-act-swap --cfg yolov8n.yaml "
+        "--spec backbone-frelu-head-silu --save out.pt | yolo-act-swap --repo ../yolov5 --cfg yolov5s.yaml --act acon_c",
+    )
+    p.add_argument("--cfg", help="model YAML: a path, a name in configs/models (yolov7.yaml, yolov7-tiny.yaml), an "
+                   "ultralytics name (yolov8n.yaml, yolo11n.yaml), or an upstream YAML with --repo "
+                   "(default: yolov7-tiny.yaml if built in, else yolov8n.yaml)")  # fmt: skip
+    p.add_argument("--weights", help="checkpoint to patch (ultralytics, or upstream with --repo)")
+    p.add_argument("--act", help=f"activation, e.g. frelu, leaky_relu:negative_slope=0.1, acon_c:init=silu "
+                   f"(default: {DEFAULT_ACT} unless --spec is given; with --spec it replaces the spec's default)")  # fmt: skip
+    p.add_argument("--spec", help="swap spec YAML: a path or a name in configs/acts (e.g. backbone-frelu-head-silu)")
+    p.add_argument("--imgsz", type=int, default=640, help="image size of the shape checks and GFLOPs (default 640)")
+    p.add_argument("--repo", help="upstream YOLOv5/YOLOv7 checkout (default: the current directory if it is one)")
+    p.add_argument("--nc", type=int, help="number of classes for a model built from --cfg")
+    p.add_argument("--save", metavar="OUT.pt", help="write the patched model as an ultralytics-compatible checkpoint")
+    p.add_argument("--save-yaml", metavar="OUT.yaml", help="write the model YAML with its act_swap: spec")
+    p.add_argument("--no-verify", action="store_true", help="skip the forward-shape verification")
+    p.add_argument("--list", action="store_true", help="print the activation registry and exit")
+    add_verbose(p, "show tracebacks on errors and one row per block")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """The default command: build or load a model, patch it, verify it, print the report, save it."""
+    args = build_parser().parse_args(argv)
+    if args.list:
+        from ..activations import activation_table
+
+        print(activation_table())
+        return 0
+
+    from ..models import default_cfg, load_model
+    from ..patch import patch_model
+    from ..spec import load_spec, spec_file_or_error
+
+    if args.imgsz < 1:
+        raise SpecError(f"--imgsz {args.imgsz}: give a positive image size, e.g. 640")
+    spec_file = spec_file_or_error(args.spec) if args.spec else None
+    spec = load_spec(spec_file, act=args.act if args.act or args.spec else DEFAULT_ACT)  # fail fast, before building
+    cfg = args.cfg if args.cfg or args.weights else default_cfg()
+    t0 = time.perf_counter()
+    model = load_model(cfg, args.weights, repo=args.repo, nc=args.nc, verbose=args.verbose)
+    t_build = time.perf_counter() - t0
+    report = patch_model(model, spec, imgsz=args.imgsz, verify=not args.no_verify, flops=True)
+    source = " + ".join(str(x) for x in (args.cfg or (cfg if not args.weights else None), args.weights) if x)
+    print(f"yolo-act-swap: {report.model} from {source}: {spec} [{spec.source}]; build {t_build:.2f}s, "
+          f"patch+verify {report.seconds:.2f}s")  # fmt: skip
+    print(report.table(per_block=args.verbose))
+    from ..checkpoints import save_checkpoint, save_model_yaml
+
+    if args.save:
+        print(f"saved {save_checkpoint(model, args.save, report, cfg=cfg, imgsz=args.imgsz)}")
+    if args.save_yaml:
+        print(f"saved {save_model_yaml(model, args.save_yaml)}")
+    return 0
+
+
