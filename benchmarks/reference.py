@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from yolo_act_swap.activations.frelu import bn_uses_batch_stats
+from yolo_act_swap.activations.functional import bn_uses_batch_stats
 
 __all__ = [
     "REFERENCES",

@@ -17,8 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from yolo_act_swap.activations import acon as acon_module
 from yolo_act_swap.activations import frelu as frelu_module
+from yolo_act_swap.activations import functional
 from yolo_act_swap.activations import create_activation, fuse_activations
 from yolo_act_swap.errors import ActivationArgError
 from helpers import randomize
@@ -132,7 +132,7 @@ def check_running_stats(name, kwargs, shape):
 def test_chunking_matches_reference(name, kwargs, monkeypatch):
     """Small CPU chunks: blocks of whole samples, and channel ranges within one sample, give the same numbers."""
     for target in (1 << 30, 2 * C * 12, 12, 1):  # one block (as on a GPU); 2 samples; 1 channel; 1 channel
-        monkeypatch.setattr(acon_module, "CHUNK_ELEMENTS", target)
+        monkeypatch.setattr(functional, "CHUNK_ELEMENTS", target)
         compare(name, kwargs, (3, C, 3, 4), True)
 
 
@@ -379,7 +379,7 @@ def test_dy_relu_c_generic_attention_path():
 @pytest.mark.parametrize("name", ["acon_c", "meta_acon_c", "dy_relu_a", "dy_relu_b", "dy_relu_c"])
 def test_compile_option_runs_the_formula(name, monkeypatch):
     """compile=True routes through torch.compile (the eager backend here: real tracing, no C++ build in CI)."""
-    monkeypatch.setattr(acon_module, "COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(functional, "COMPILE_BACKEND", "eager")
     m = build(name, C, compile="true")  # inline --act values arrive as text
     assert m.use_compile and "compile=True" in repr(m)
     plain = copy.deepcopy(m)
@@ -393,7 +393,7 @@ def test_compile_option_runs_the_formula(name, monkeypatch):
     torch.testing.assert_close(gx, gxp, atol=1e-5, rtol=1e-5)
     for k, v in grads(m2).items():
         torch.testing.assert_close(v, grads(plain2)[k], atol=1e-5, rtol=1e-5, msg=lambda s: f"{k}: {s}")
-    assert any(backend == "eager" for _, backend in acon_module._COMPILED)
+    assert any(backend == "eager" for _, backend in functional._COMPILED)
     with pytest.raises(ActivationArgError, match="compile must be true or false"):
         create_activation(name, C, compile="maybe")
 

@@ -13,71 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .frelu import as_bool, batch_norm, exporting, fold_bn, plain_ops
+from .functional import as_bool, batch_norm, chunk_slices, compiled, compute_dtype, exporting, fold_bn, global_avg_pool
 from .registry import register_activation
 
-__all__ = ["AconC", "MetaAconC", "chunk_slices", "compiled", "global_avg_pool", "CHUNK_ELEMENTS"]
-
-CHUNK_ELEMENTS = 1 << 18  # elements per CPU thread per work chunk (1 MiB of float32): its share stays in cache
-MIN_CHUNK_ELEMENTS = 1 << 16  # below this, per-op overhead outweighs the smaller temporaries
-
-
-def chunk_slices(x3: torch.Tensor, target: int | None = None):
-    """Split an (N, C, L) tensor into (sample-slice, channel-slice) blocks of about ``target`` elements.
-
-    The default target is ``CHUNK_ELEMENTS`` per intra-op thread, so that each core's share of a block stays in cache.
-
-    Blocks hold whole samples when a sample is small, else channel ranges of one sample. A block is at most an eighth of
-    the tensor (but not under ``MIN_CHUNK_ELEMENTS``), so temporaries stay a small fraction of a feature map on small
-    maps too. On non-CPU devices one block covers the whole tensor (kernel launches, not caches, are the cost there).
-
-    Args:
-        x3 (torch.Tensor): tensor of shape (N, C, L).
-        target (int, optional): elements per block; defaults to ``CHUNK_ELEMENTS`` times the intra-op threads.
-
-    Returns:
-        (list[tuple[slice, slice]]): blocks covering the tensor in memory order.
-    """
-    n, c, length = x3.shape
-    if x3.device.type != "cpu":
-        return [(slice(0, n), slice(0, c))]
-    target = min(target or CHUNK_ELEMENTS * torch.get_num_threads(), max(x3.numel() // 8, MIN_CHUNK_ELEMENTS))
-    per_sample = max(c * length, 1)
-    if per_sample <= target:
-        step = max(target // per_sample, 1)
-        return [(slice(i, min(i + step, n)), slice(0, c)) for i in range(0, n, step)]
-    cstep = max(target // max(length, 1), 1)
-    return [(slice(i, i + 1), slice(j, min(j + cstep, c))) for i in range(n) for j in range(0, c, cstep)]
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Dtype the elementwise math runs in: float32 for half types, else the input's (a block is upcast at a time:
-    chunk-sized on CPU, the whole tensor on a GPU)."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-class _GlobalAvgPool(torch.autograd.Function):
-    """``x.mean((2, 3))`` whose backward returns a broadcast view instead of a dense feature map.
-
-    The engine then adds it in place into the dense input gradient, so the pooled branch costs no extra feature map.
-    """
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.shape = x.shape
-        return x.mean((2, 3))
-
-    @staticmethod
-    def backward(ctx, g):
-        n, c, h, w = ctx.shape
-        return (g / (h * w)).view(n, c, 1, 1).expand(n, c, h, w)
-
-
-def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C) spatial mean; memory-lean backward when gradients are recorded."""
-    if plain_ops(x) or not x.requires_grad:
-        return x.mean((2, 3))
-    return _GlobalAvgPool.apply(x)
+__all__ = ["AconC", "MetaAconC", "acon_formula"]
 
 
 def _acon_coefs(p1, p2, beta, c: int, dtype) -> torch.Tensor:
@@ -163,19 +102,6 @@ def acon_formula(x: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, beta: torc
     """The ACON-C formula with plain ops (export, tracing); ``beta`` broadcasts as (1|N, C, 1, 1)."""
     d = p1 - p2
     return x * (d * torch.sigmoid(beta * d * x) + p2)
-
-
-COMPILE_BACKEND = "inductor"  # torch.compile backend of the activations' ``compile=True`` option
-_COMPILED: dict = {}
-
-
-def compiled(fn):
-    """``fn`` through ``torch.compile`` (built once per function and backend, on first use), with dynamic shapes so
-    that a few compiled graphs serve every layer of a network instead of one per feature-map size."""
-    key = (fn, COMPILE_BACKEND)
-    if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(fn, backend=COMPILE_BACKEND, dynamic=True)
-    return _COMPILED[key]
 
 
 def _acon_inference(x, p1, p2, beta):

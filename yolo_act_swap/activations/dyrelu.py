@@ -12,208 +12,35 @@ lambda_b = 0.5, alpha = (1, 0, ...), beta = 0. ``fc2`` starts at zero, so a fres
   writes gamma = HW/3 for the un-scaled softmax). Since ``pi >= 0`` this equals ``pi * DY-ReLU-B``. The spatial BN's
   weight starts at zero, so a fresh DY-ReLU-C is ``min(gamma, 1) * ReLU`` everywhere (exactly ReLU with gamma=1).
 
-The K-expanded (N, C, H, W, K) tensor of the published code is never built: the training function works through the
-input in cache-sized chunks, keeps only ``x`` (plus a one-byte argmax index when K > 2; for K = 2 the winning piece is
-recomputed from the sign of ``(a_1 - a_0) x + b_1 - b_0``, which may pick the other piece only where both pieces agree
-to rounding, a kink where either slope is a valid subgradient), and recomputes the pieces in the backward pass.
+The K-expanded (N, C, H, W, K) tensor of the published code is never built: the training function
+(``dyrelu_autograd.py``) works through the input in cache-sized chunks, keeps only ``x`` (plus a one-byte argmax index
+when K > 2; for K = 2 the winning piece is recomputed from the sign of ``(a_1 - a_0) x + b_1 - b_0``, which may pick
+the other piece only where both pieces agree to rounding, a kink where either slope is a valid subgradient), and
+recomputes the pieces in the backward pass.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .acon import chunk_slices, compiled, compute_dtype, global_avg_pool
-from .frelu import _momentum, as_bool, batch_norm, bn_uses_batch_stats, exporting, fold_bn
+from .dyrelu_autograd import DyReLUFunction, Spatial
+from .functional import (
+    as_bool,
+    batch_norm,
+    bn_momentum,
+    bn_uses_batch_stats,
+    compiled,
+    exporting,
+    fold_bn,
+    global_avg_pool,
+)
 from .registry import register_activation
 
 __all__ = ["DyReLU", "dy_relu_formula"]
 
 LAMBDA_A, LAMBDA_B = 1.0, 0.5  # the paper's residual ranges for the slopes and the intercepts
-
-
-class _Spatial(NamedTuple):
-    """DY-ReLU-C's attention settings handed to the fused function (BN statistics are updated in its forward)."""
-
-    running_mean: torch.Tensor | None
-    running_var: torch.Tensor | None
-    batch_stats: bool
-    momentum: float
-    eps: float
-    temperature: float
-    gamma: float
-
-
-def _attention_tail(z, bn_weight, bn_bias, sp: _Spatial, hw: int):
-    """``min(gamma HW softmax(BN(z) / tau), 1)`` for the (N, 1, HW) logits ``z`` (small tensors, plain autograd)."""
-    if bn_weight is not None:
-        z = F.batch_norm(z, sp.running_mean, sp.running_var, bn_weight, bn_bias, sp.batch_stats, sp.momentum, sp.eps)
-    return (torch.softmax(z / sp.temperature, dim=-1) * (sp.gamma * hw)).clamp(max=1.0)
-
-
-class _DyReLUFunction(torch.autograd.Function):
-    """``y = pi * max_k (a_k x + b_k)`` for coefficients a, b of shape (N, 1|C, K).
-
-    ``pi`` (N, 1, H, W) is given (or None), or, for the fused DY-ReLU-C, computed here from the 1x1 conv's weight and
-    bias and the BN's parameters: then its input gradient is added into the returned one block by block, instead of
-    the conv's backward allocating a second dense gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, x, a, b, pi, sp_weight, sp_bias, bn_weight, bn_bias, spatial):
-        n, c, h, w = x.shape
-        k = a.shape[-1]
-        cdt = compute_dtype(x.dtype)
-        x3 = x.contiguous().view(n, c, h * w)
-        ctx.attention = None
-        if spatial is not None:  # z = w . x per pixel (a batched matrix-vector product), then the small tail
-            with torch.autocast(x.device.type, enabled=False):
-                z = torch.matmul(sp_weight.to(x.dtype).view(1, c), x3).to(cdt)
-                if sp_bias is not None:
-                    z = z + sp_bias.to(cdt)
-                with torch.enable_grad():
-                    leaves = [t.detach().requires_grad_() if t is not None else None for t in (z, bn_weight, bn_bias)]
-                    att = _attention_tail(*leaves, spatial, h * w)
-            ctx.attention = (att, leaves)
-            pi = att.detach()
-        # all coefficients in one (N, 1|C, 1, 2K) tensor: one slice per block, then unbind into (n, c, 1) views
-        coef = torch.cat([a, b], -1).to(cdt).unsqueeze(2).contiguous()
-        shared = coef.shape[1] == 1
-        pi3 = pi.to(cdt).reshape(n, 1, h * w) if pi is not None else None
-        y = torch.empty_like(x, memory_format=torch.contiguous_format)
-        y3 = y.view(n, c, h * w)
-        idx = torch.empty(x3.shape, dtype=torch.uint8, device=x.device) if k > 2 else None
-        same = cdt == x.dtype
-        with torch.autocast(x.device.type, enabled=False):
-            for ns, cs in chunk_slices(x3):
-                xs = x3[ns, cs] if same else x3[ns, cs].to(cdt)
-                cf = (coef[ns] if shared else coef[ns, cs]).unbind(-1)  # a_0..a_K-1, b_0..b_K-1
-                out = torch.addcmul(cf[k], xs, cf[0], out=y3[ns, cs] if same else None)
-                if k == 2:
-                    torch.maximum(out, torch.addcmul(cf[3], xs, cf[1]), out=out)
-                elif k > 2:  # running max with the winner's index
-                    ids = torch.zeros(xs.shape, dtype=torch.uint8, device=x.device)
-                    for i in range(1, k):
-                        t = torch.addcmul(cf[k + i], xs, cf[i])
-                        m = torch.gt(t, out)
-                        torch.maximum(out, t, out=out)
-                        ids.masked_fill_(m, i)
-                    idx[ns, cs] = ids
-                if pi3 is not None:
-                    out.mul_(pi3[ns])
-                if not same:
-                    y3[ns, cs] = out
-        ctx.save_for_backward(x, a, b, pi, idx, sp_weight)
-        ctx.has_sp_bias = sp_bias is not None
-        return y
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        x, a, b, pi, idx, sp_weight = ctx.saved_tensors
-        n, c, h, w = x.shape
-        k = a.shape[-1]
-        cdt = compute_dtype(x.dtype)
-        x3, g3 = x.contiguous().view(n, c, h * w), g.contiguous().view(n, c, h * w)
-        if k == 2:  # a_0, b_0, a_1 - a_0, b_1 - b_0
-            coef = torch.stack([a[..., 0], b[..., 0], a[..., 1] - a[..., 0], b[..., 1] - b[..., 0]], -1)
-        else:
-            coef = torch.cat([a, b], -1)
-        coef = coef.to(cdt).unsqueeze(2).contiguous()  # (N, 1|C, 1, M)
-        shared = coef.shape[1] == 1
-        pi3 = pi.to(cdt).reshape(n, 1, h * w) if pi is not None else None
-        need = ctx.needs_input_grad
-        need_x = need[0]
-        need_pi = pi is not None and (need[3] or (ctx.attention is not None and any(need[i] for i in (0, 4, 5, 6, 7))))
-        gx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None
-        gx3 = gx.view(n, c, h * w) if gx is not None else None  # write through a view, return the base
-        # per (sample, channel): sum_hw of g*x and of g for each piece (K=2: all pieces, then piece 1)
-        sums = torch.zeros(n, c, 2 * k, dtype=cdt, device=x.device)
-        gpi = torch.zeros(n, 1, h * w, dtype=cdt, device=x.device) if need_pi else None
-        same = cdt == x.dtype
-        for ns, cs in chunk_slices(x3):
-            xs, gs = (x3[ns, cs], g3[ns, cs]) if same else (x3[ns, cs].to(cdt), g3[ns, cs].to(cdt))
-            cf = (coef[ns] if shared else coef[ns, cs]).unbind(-1)
-            gp = gs * pi3[ns] if pi3 is not None else gs  # gradient w.r.t. the un-attended output
-            gxs = (gx3[ns, cs] if same else torch.empty_like(xs)) if need_x else None
-            yb = None  # the un-attended output, rebuilt only when pi needs its gradient
-            if k == 1:
-                sums[ns, cs] = torch.stack((torch.mul(gp, xs).sum(-1), gp.sum(-1)), -1)
-                if gxs is not None:
-                    torch.mul(gp, cf[0], out=gxs)
-                if need_pi:
-                    yb = torch.addcmul(cf[1], xs, cf[0])
-            elif k == 2:
-                z = torch.addcmul(cf[3], xs, cf[2])  # > 0 where piece 1 wins (t1 > t0)
-                gm = torch.ops.aten.threshold_backward(gp, z, 0)  # gp where piece 1 wins, else 0
-                sums[ns, cs] = torch.stack(
-                    (torch.mul(gp, xs).sum(-1), torch.mul(gm, xs).sum(-1), gp.sum(-1), gm.sum(-1)), -1
-                )
-                if gxs is not None:
-                    torch.mul(gp, cf[0], out=gxs).addcmul_(gm, cf[2])
-                if need_pi:
-                    yb = z.clamp_min_(0).addcmul_(xs, cf[0]).add_(cf[1])
-            else:
-                ids = idx[ns, cs]
-                if gxs is not None:
-                    gxs.zero_()
-                if need_pi:
-                    yb = torch.zeros_like(xs)
-                parts = []
-                for i in range(k):
-                    mf = torch.empty_like(xs).copy_(torch.eq(ids, i).view(torch.uint8))  # 0/1 where piece i wins
-                    gm = torch.mul(mf, gp)
-                    parts.append(torch.mul(gm, xs).sum(-1))
-                    parts.append(gm.sum(-1))
-                    if gxs is not None:
-                        gxs.addcmul_(gm, cf[i])
-                    if need_pi:
-                        yb.addcmul_(mf, torch.addcmul(cf[k + i], xs, cf[i]))
-                sums[ns, cs] = torch.stack(parts[0::2] + parts[1::2], -1)
-            if gxs is not None and not same:
-                gx3[ns, cs] = gxs
-            if yb is not None:
-                gpi[ns] += yb.mul_(gs).sum(1, keepdim=True)
-        if k == 2:  # piece 0 = all - piece 1
-            ga = torch.stack((sums[..., 0] - sums[..., 1], sums[..., 1]), -1)
-            gb = torch.stack((sums[..., 2] - sums[..., 3], sums[..., 3]), -1)
-        else:
-            ga, gb = sums[..., :k], sums[..., k:]
-        if a.shape[1] == 1:
-            ga, gb = ga.sum(1, keepdim=True), gb.sum(1, keepdim=True)
-        g_spw = g_spb = g_bnw = g_bnb = None
-        if ctx.attention is not None:  # backprop through the attention tail, then the 1x1 conv, into gx
-            att, (z, bnw, bnb) = ctx.attention
-            wrt = [t for t in (z, bnw, bnb) if t is not None]  # the tail's graph is small: keep it for retain_graph
-            grads = dict(zip(map(id, wrt), torch.autograd.grad(att, wrt, gpi, retain_graph=True)))
-            gz = grads[id(z)]  # (N, 1, HW)
-            g_bnw, g_bnb = (grads.get(id(t)) if t is not None else None for t in (bnw, bnb))
-            wv = sp_weight.to(cdt).view(1, c, 1)
-            if need_x:
-                for ns, cs in chunk_slices(x3):
-                    if same:
-                        gx3[ns, cs].addcmul_(gz[ns], wv[:, cs])
-                    else:
-                        gx3[ns, cs] = (gx3[ns, cs].to(cdt)).addcmul_(gz[ns], wv[:, cs])
-            if need[4]:
-                g_spw = torch.matmul(x3, gz.transpose(1, 2).to(x.dtype)).sum(0)  # sum_{n,hw} gz * x, per channel
-                g_spw = g_spw.view(sp_weight.shape).to(sp_weight.dtype)
-            if need[5] and ctx.has_sp_bias:
-                g_spb = gz.sum().view(1).to(sp_weight.dtype)
-        return (
-            gx,
-            ga.to(a.dtype) if need[1] else None,
-            gb.to(b.dtype) if need[2] else None,
-            gpi.view(n, 1, h, w).to(pi.dtype) if need_pi and need[3] else None,
-            g_spw,
-            g_spb,
-            g_bnw if need[6] else None,
-            g_bnb if need[7] else None,
-            None,
-        )
 
 
 def _dy_relu_inference(x, a, b, pi):
@@ -324,18 +151,18 @@ class DyReLU(nn.Module):
             return _dy_relu_inference(x, a, b, self.spatial_attention(x))
         bn = self.spatial_bn
         if self.spatial is None or (bn is not None and (type(bn) is not nn.BatchNorm2d or bn.weight is None)):
-            return _DyReLUFunction.apply(x, a, b, self.spatial_attention(x), None, None, None, None, None)
+            return DyReLUFunction.apply(x, a, b, self.spatial_attention(x), None, None, None, None, None)
         batch = bn is not None and bn_uses_batch_stats(bn, x)
-        spatial = _Spatial(
+        spatial = Spatial(
             bn.running_mean if bn is not None else None,
             bn.running_var if bn is not None else None,
             batch,
-            _momentum(bn) if batch else 0.0,
+            bn_momentum(bn) if batch else 0.0,
             bn.eps if bn is not None else 0.0,
             self.temperature,
             self.gamma,
         )
-        return _DyReLUFunction.apply(
+        return DyReLUFunction.apply(
             x, a, b, None, self.spatial.weight, self.spatial.bias,
             bn.weight if bn is not None else None, bn.bias if bn is not None else None, spatial,
         )

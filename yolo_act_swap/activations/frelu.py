@@ -1,5 +1,4 @@
-"""FReLU (Funnel ReLU, Ma et al. 2020): ``y = max(x, BN(depthwise_conv_kxk(x)))``, plus the BatchNorm helpers that the
-other channel-aware activations share (batch-size-1 safe BN, folding a BN into a conv).
+"""FReLU (Funnel ReLU, Ma et al. 2020): ``y = max(x, BN(depthwise_conv_kxk(x)))``.
 
 Training on large maps uses one custom autograd function for conv -> BN -> max. It keeps ``x`` (which SiLU keeps
 too), a one-byte mask of the max's winner and the BN's per-channel statistics, and recomputes the depthwise conv in the
@@ -16,98 +15,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .functional import (
+    as_bool,
+    batch_norm,
+    bn_momentum,
+    bn_uses_batch_stats,
+    chunk_slices,
+    compute_dtype,
+    exporting,
+    fold_bn,
+)
 from .registry import register_activation
 
-__all__ = ["FReLU", "as_bool", "batch_norm", "bn_uses_batch_stats", "exporting", "fold_bn", "plain_ops"]
+__all__ = ["FReLU", "RECOMPUTE_MIN_ELEMENTS"]
 
-
-# ---------------------------------------------------------------------------------------------------------------------
-# BatchNorm helpers shared by FReLU, MetaAconC and DY-ReLU-C
-# ---------------------------------------------------------------------------------------------------------------------
-def as_bool(value, name: str) -> bool:
-    """A boolean keyword that may arrive as text from an inline ``--act name:key=value`` spec."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be true or false, got {value!r}")
-
-
-def exporting() -> bool:
-    """True while scripting, tracing or exporting to ONNX: activations then run plain, exportable ops."""
-    return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-
-
-def plain_ops(x: torch.Tensor) -> bool:
-    """True when no custom autograd function is needed: exporting, or no gradient will be recorded."""
-    return exporting() or not torch.is_grad_enabled()
-
-
-def bn_uses_batch_stats(bn: nn.BatchNorm2d, x: torch.Tensor) -> bool:
-    """Whether ``bn`` normalises ``x`` with the batch's statistics (training) or with its running statistics.
-
-    A BN in training mode that sees a single value per channel (batch size 1 on a 1x1 map, e.g. MetaAconC's pooled
-    input) cannot compute a variance; it then uses its running statistics for that forward and leaves them unchanged.
-    """
-    if not bn.training and bn.running_mean is not None:
-        return False
-    if bn.running_mean is not None and x.numel() // max(x.shape[1], 1) <= 1:
-        return False
-    return True
-
-
-def _momentum(bn: nn.BatchNorm2d) -> float:
-    """Advance ``num_batches_tracked`` and return the running-stat update factor, exactly as ``nn.BatchNorm2d``."""
-    factor = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    return factor
-
-
-def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """``bn(x)`` that also works in training mode with one value per channel (then it uses the running statistics).
-
-    Args:
-        bn (nn.BatchNorm2d): the layer (its parameters, buffers, eps and momentum are used).
-        x (torch.Tensor): input of shape (N, C, ...).
-
-    Returns:
-        (torch.Tensor): the normalised input.
-    """
-    if bn_uses_batch_stats(bn, x):
-        return bn(x)
-    return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-
-
-@torch.no_grad()
-def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    """Fold an eval-mode ``bn`` that follows ``conv`` into the conv's weight and bias, in place.
-
-    Args:
-        conv (nn.Conv2d): the convolution; it gets a bias if it had none.
-        bn (nn.BatchNorm2d): the BatchNorm on the conv's output (its running statistics are used).
-    """
-    w = conv.weight
-    std = (bn.running_var.to(torch.float64) + bn.eps).sqrt()
-    gamma = bn.weight.to(torch.float64) if bn.weight is not None else torch.ones_like(std)
-    beta = bn.bias.to(torch.float64) if bn.bias is not None else torch.zeros_like(std)
-    scale = gamma / std
-    b0 = conv.bias.to(torch.float64) if conv.bias is not None else torch.zeros_like(std)
-    conv.weight.copy_((w.to(torch.float64) * scale.view(-1, *([1] * (w.dim() - 1)))).to(w.dtype))
-    bias = (b0 - bn.running_mean.to(torch.float64)) * scale + beta
-    if conv.bias is None:
-        conv.bias = nn.Parameter(bias.to(w.dtype), requires_grad=w.requires_grad)
-    else:
-        conv.bias.copy_(bias.to(conv.bias.dtype))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# FReLU
-# ---------------------------------------------------------------------------------------------------------------------
 RECOMPUTE_MIN_ELEMENTS = 1 << 18  # smaller inputs take the plain-autograd path (see FReLU's ``recompute``)
 
 
@@ -144,8 +65,6 @@ class _FReLUFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        from .acon import chunk_slices, compute_dtype  # acon imports this module
-
         x, weight, bias, bn_weight, mean, invstd, mask, c = ctx.saved_tensors
         padding, has_bias = ctx.geom
         need = ctx.needs_input_grad
@@ -270,7 +189,7 @@ class FReLU(nn.Module):
             return _MaskedMax.apply(x, batch_norm(bn, self.conv(x)))
         return _FReLUFunction.apply(
             x, self.conv.weight, self.conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-            _momentum(bn), bn.eps, self.recompute,
+            bn_momentum(bn), bn.eps, self.recompute,
         )
 
     @torch.no_grad()

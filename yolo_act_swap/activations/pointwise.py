@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn as nn
 
+from .functional import as_bool
 from .registry import register_activation
 
 # --- keyword value checks (a ValueError becomes ActivationArgError in create_activation) ---------------------------
@@ -34,17 +35,6 @@ def _num(key: str, value, *, positive: bool = False, nonneg: bool = False, nonze
     if nonzero and v == 0:
         raise ValueError(f"{key} must not be 0, got {value!r}")
     return v
-
-
-def _flag(key: str, value) -> bool:
-    """``value`` as a bool: ``True``/``False``, 0/1, or the strings true/false/yes/no/on/off."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in {"true", "yes", "on", "1", "false", "no", "off", "0"}:
-        return value.strip().lower() in {"true", "yes", "on", "1"}
-    raise ValueError(f"{key} must be true or false, got {value!r}")
 
 
 # --- modules torch has no plain-op / exportable form of --------------------------------------------------------------
@@ -191,7 +181,7 @@ def prelu(channels=None, per_channel: bool = False, init: float = 0.25) -> nn.Mo
         per_channel (bool): learn one slope per channel instead of one shared slope.
         init (float): the initial slope (a number; ``init: silu`` is not supported by prelu).
     """
-    pc, a = _flag("per_channel", per_channel), _num("init", init)
+    pc, a = as_bool(per_channel, "per_channel"), _num("init", init)
     if pc and not channels:
         raise ValueError("per_channel=True needs the block's channel count")
     return nn.PReLU(num_parameters=int(channels) if pc else 1, init=a)
