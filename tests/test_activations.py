@@ -35,8 +35,9 @@ from yolo_act_swap.activations import (
     get_activation_info,
     list_activations,
     register_activation,
+    temporary_activation,
+    unregister_activation,
 )
-from yolo_act_swap.activations import registry as registry_module
 from yolo_act_swap.errors import ActivationArgError, ActSwapError, UnknownActivation
 from helpers import randomize
 
@@ -567,14 +568,21 @@ class _Cube(nn.Module):
         return self.scale * x**3
 
 
-def test_register_user_activation(monkeypatch):
-    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))  # undone after the test
-    monkeypatch.setattr(registry_module, "_ALIASES", dict(registry_module._ALIASES))
+@pytest.fixture
+def unregister():
+    """Names registered by a test, removed (with their aliases) afterwards."""
+    names = []
+    yield names.append
+    for name in names:
+        unregister_activation(name)
 
+
+def test_register_user_activation(unregister):
     def cube(channels=None, scale: float = 1.0):
         return _Cube(float(scale))
 
     info = register_activation("My_Cube", cube, aliases=("Cube3",), description="scale * x^3")
+    unregister("my_cube")
     assert info.name == "my_cube" and info.aliases == ("cube3",) and info.kwargs == ("scale",)
     m = create_activation("MY-CUBE", 8, scale=2.0)
     assert isinstance(m, _Cube) and getattr(m, ACT_TAG) == "my_cube"
@@ -590,6 +598,33 @@ def test_register_user_activation(monkeypatch):
     with pytest.raises(ActivationArgError, match="scale"):
         create_activation("my_cube", 8, alpha=1.0)
     assert register_activation("my_cube", cube, description="replaced", overwrite=True).description == "replaced"
+
+
+def test_unregister_activation_removes_entry_and_aliases():
+    before = (all_names(), activation_table())
+    register_activation("gone_cube", lambda channels=None: _Cube(), aliases=("gone3",))
+    assert unregister_activation("GONE3").name == "gone_cube"  # by alias, case-insensitive
+    for name in ("gone_cube", "gone3"):
+        with pytest.raises(UnknownActivation):
+            get_activation_info(name)
+    assert (all_names(), activation_table()) == before
+    with pytest.raises(UnknownActivation, match="gone_cube"):
+        unregister_activation("gone_cube")
+
+
+def test_temporary_activation_restores_what_it_replaced():
+    before = (all_names(), activation_table(), get_activation_info("silu"), get_activation_info("frelu"))
+    with temporary_activation("tmp_cube", lambda channels=None: _Cube(), aliases=("tmp3",)) as info:
+        assert get_activation_info("tmp3") is info and isinstance(create_activation("tmp_cube"), _Cube)
+    with pytest.raises(UnknownActivation):
+        get_activation_info("tmp3")
+    with temporary_activation("frelu", lambda channels=None: _Cube(), overwrite=True, aliases=("swish",)):
+        assert isinstance(create_activation("frelu", 8), _Cube) and isinstance(create_activation("swish"), _Cube)
+        assert isinstance(create_activation("funnel_relu", 8), _Cube)  # the old alias names the replaced entry
+    with pytest.raises(RuntimeError, match="boom"), temporary_activation("tmp_cube", lambda channels=None: _Cube()):
+        raise RuntimeError("boom")
+    after = (all_names(), activation_table(), get_activation_info("silu"), get_activation_info("frelu"))
+    assert after == before and get_activation_info("swish").name == "silu"
 
 
 def test_cli_list_prints_every_name():

@@ -1,6 +1,7 @@
 """The patcher on real models: every shape-preserving activation on ultralytics yolov5n / yolov8n / yolo11n, rules,
 bare activations, rollback after forced failures (bit-identical), no shared instances, no class-level defaults."""
 
+import contextlib
 import copy
 
 import pytest
@@ -10,9 +11,9 @@ from ultralytics.nn.modules import Conv, ConvTranspose, RepConv
 from ultralytics.nn.modules.block import BottleneckCSP
 from ultralytics.nn.tasks import DetectionModel
 
-from yolo_act_swap import PatchError, ShapeMismatch, SpecError, load_spec, patch_model, register_activation
+from yolo_act_swap import PatchError, ShapeMismatch, SpecError, load_spec, patch_model
 from yolo_act_swap.activations import ACT_TAG, create_activation, list_activations
-from yolo_act_swap.activations import registry as reg
+from yolo_act_swap.activations import temporary_activation
 from yolo_act_swap.nn.tasks import ActSwapDetectionModel
 from yolo_act_swap.patch import find_blocks
 
@@ -223,15 +224,12 @@ class _NaNInTrain(nn.Module):
 @pytest.fixture
 def injected():
     """Register failing test activations for one test, and remove them afterwards."""
-    names = []
+    with contextlib.ExitStack() as stack:
 
-    def add(name, factory):
-        register_activation(name, factory, overwrite=True)
-        names.append(name)
+        def add(name, factory):
+            stack.enter_context(temporary_activation(name, factory, overwrite=True))
 
-    yield add
-    for n in names:
-        reg._REGISTRY.pop(n, None)
+        yield add
 
 
 def test_injected_failures_roll_back_bit_identically(models, injected):

@@ -14,6 +14,7 @@ The public API is small and stable::
 __version__ = "0.1.0"
 
 from .activations import create_activation, list_activations, register_activation  # noqa: E402
+from .activations import temporary_activation, unregister_activation  # noqa: E402
 from .errors import (  # noqa: E402
     ActSwapError,
     ActivationArgError,
@@ -56,5 +57,7 @@ __all__ = [
     "patch_model",
     "register_activation",
     "register_safe_globals",
+    "temporary_activation",
+    "unregister_activation",
     "verify_shapes",
 ]

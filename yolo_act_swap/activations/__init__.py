@@ -1,6 +1,7 @@
 """The activation zoo: a registry of names to factories ``(channels, **kwargs) -> nn.Module``.
 
 Importing this package registers every built-in activation; ``register_activation`` adds your own.
+``unregister_activation`` removes one; ``temporary_activation`` registers one for the length of a ``with`` block.
 """
 
 from .registry import (
@@ -15,6 +16,8 @@ from .registry import (
     list_activations,
     normalize_name,
     register_activation,
+    temporary_activation,
+    unregister_activation,
 )
 from . import pointwise, export, frelu, acon, dyrelu  # noqa: E402,F401  (register the built-ins)
 
@@ -30,4 +33,6 @@ __all__ = [
     "list_activations",
     "normalize_name",
     "register_activation",
+    "temporary_activation",
+    "unregister_activation",
 ]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch.nn as nn
 
 from ..errors import ActivationArgError, UnknownActivation
+from ..tables import format_table
 
 ACT_TAG = "_yas_act"  # attribute set on every module made by create_activation(): the registry name
 
@@ -122,6 +124,59 @@ def register_activation(
     return info
 
 
+def _remove(key: str) -> None:
+    """Drop the entry ``key`` and every alias that points at it."""
+    _REGISTRY.pop(key, None)
+    for alias in [a for a, target in _ALIASES.items() if target == key]:
+        del _ALIASES[alias]
+
+
+def unregister_activation(name: str) -> ActivationInfo:
+    """Remove an activation, and all its aliases, from the registry.
+
+    Args:
+        name (str): the registry name or one of its aliases, case-insensitive.
+
+    Returns:
+        (ActivationInfo): the removed entry.
+
+    Raises:
+        UnknownActivation: the name is not registered.
+    """
+    info = get_activation_info(name)
+    _remove(info.name)
+    return info
+
+
+@contextmanager
+def temporary_activation(name: str, factory: Callable[..., nn.Module], **options) -> Iterator[ActivationInfo]:
+    """Register an activation for the duration of a ``with`` block (tests, experiments).
+
+    On exit the entry and its aliases are removed, and whatever those names meant before (an entry replaced with
+    ``overwrite=True``, an alias taken over) is restored.
+
+    Args:
+        name (str), factory (Callable), **options: as for ``register_activation``.
+
+    Yields:
+        (ActivationInfo): the new entry.
+
+    Examples:
+        >>> with temporary_activation("my_act", lambda channels: MyAct()) as info:
+        ...     patch_model(model, "my_act")
+    """
+    keys = {normalize_name(name), *(normalize_name(a) for a in options.get("aliases", ()))}
+    saved_entries = {k: _REGISTRY[k] for k in keys if k in _REGISTRY}
+    saved_aliases = {a: t for a, t in _ALIASES.items() if a in keys or t in keys}
+    info = register_activation(name, factory, **options)
+    try:
+        yield info
+    finally:
+        _remove(info.name)
+        _REGISTRY.update(saved_entries)
+        _ALIASES.update(saved_aliases)
+
+
 def all_names(include_aliases: bool = True) -> list[str]:
     """Every registered name (and alias)."""
     return sorted(_REGISTRY) + (sorted(_ALIASES) if include_aliases else [])
@@ -196,28 +251,28 @@ def fuse_activations(model: nn.Module) -> int:
     return n
 
 
+def _table_row(info: ActivationInfo) -> tuple:
+    try:
+        ppc = f"{info.params_per_channel(64):g}"
+    except Exception:  # noqa: BLE001 - a user factory that cannot build at 64 channels still lists
+        ppc = "?"
+    return (
+        info.name,
+        info.kind,
+        "yes" if info.channel_aware else "-",
+        ppc,
+        "keeps" if info.shape_preserving else "CHANGES",
+        "yes" if info.onnx_exportable else "no",
+        "yes" if info.silu_init else "-",
+        ",".join(info.aliases),
+        info.description,
+    )
+
+
 def activation_table() -> str:
     """The registry as a fixed-width text table (``yolo-act-swap --list``)."""
-    rows = [("name", "kind", "ch-aware", "params/ch@64", "shape", "onnx", "init=silu", "aliases", "description")]
-    for i in list_activations():
-        try:
-            ppc = f"{i.params_per_channel(64):g}"
-        except Exception:  # noqa: BLE001 - a user factory that cannot build at 64 channels still lists
-            ppc = "?"
-        rows.append(
-            (
-                i.name,
-                i.kind,
-                "yes" if i.channel_aware else "-",
-                ppc,
-                "keeps" if i.shape_preserving else "CHANGES",
-                "yes" if i.onnx_exportable else "no",
-                "yes" if i.silu_init else "-",
-                ",".join(i.aliases),
-                i.description,
-            )
-        )
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
-    lines = ["  ".join(r[c].ljust(widths[c]) for c in range(len(widths))) + "  " + r[-1] for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(line.rstrip() for line in lines)
+    head = ("name", "kind", "ch-aware", "params/ch@64", "shape", "onnx", "init=silu", "aliases", "description")
+    lines = format_table(head, [_table_row(i) for i in list_activations()])
+    # the rule spans the header only: the free-text description column runs on past it (as the README shows)
+    lines[1] = "-" * len(lines[0])
+    return "\n".join(lines)
