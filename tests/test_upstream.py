@@ -48,7 +48,7 @@ BLOCK_TYPES = {
 }
 CASES = [(f, m, a) for f, models in MODELS.items() for m, acts in models.items() for a in acts]
 
-# The README's three-line change: the upstream train.py lines it inserts after / before (docs/readme/upstream.md).
+# The README's three-line change: the upstream train.py lines it inserts after / before (docs/upstream.md).
 TRAIN_PY = {
     "yolov5": ["yolov5/yolov5/train.py"],
     "yolov7": ["yolov7/python_scripts/train.py", "yolov7/python_scripts/train_aux.py"],
