@@ -26,7 +26,7 @@ from .errors import (  # noqa: E402
     UnknownActivation,
 )
 from .models import build_detection_model, load_model  # noqa: E402
-from .optim import activation_parameters, add_activation_param_groups  # noqa: E402
+from .engine.optim import activation_parameters, add_activation_param_groups  # noqa: E402
 from .patch import PatchReport, find_blocks, patch_model  # noqa: E402
 from .spec import SwapSpec, load_spec  # noqa: E402
 from .verify import VerifyReport, verify_shapes  # noqa: E402

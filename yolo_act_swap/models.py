@@ -17,6 +17,7 @@ checkpoint or, with an upstream ``repo``, an upstream one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import io
 import logging
@@ -120,6 +121,34 @@ def read_model_yaml(path: str | Path) -> dict:
         d["scale"] = guess_model_scale(path)
     d.setdefault("yaml_file", str(path))
     return d
+
+
+def load_model_cfg(cfg) -> dict:
+    """Resolve ``--cfg`` (dict, YAML path, a name in ``configs/models/`` or an ultralytics model name) to a model dict.
+
+    Returns:
+        (dict): a fresh model dict (``yaml_file`` set; ``act_swap:`` kept when present).
+
+    Raises:
+        ModelError: the config cannot be found or parsed.
+    """
+    if isinstance(cfg, dict):
+        return copy.deepcopy(cfg)
+    name = str(cfg)
+    if name.endswith((".pt", ".pth")):
+        raise ModelError(f"--cfg {name} is a checkpoint; pass it with --weights (--cfg takes a model YAML)")
+    for p in (Path(name).expanduser(), configs_dir() / "models" / name, configs_dir() / "models" / f"{name}.yaml"):
+        if p.is_file():
+            return read_model_yaml(p)
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        return yaml_model_load(name)
+    except (FileNotFoundError, OSError):
+        raise ModelError(
+            f"model config {name!r} not found; pass a YAML path, a name in configs/models/, or an ultralytics name "
+            "such as yolov8n.yaml"
+        ) from None
 
 
 def _ultralytics_yaml(cfg: str) -> dict:

@@ -18,8 +18,8 @@ from ..errors import ActSwapError
 
 # subcommand -> module with a ``main(argv) -> int``
 SUBCOMMANDS = {
-    "train": "yolo_act_swap.train",
-    "val": "yolo_act_swap.val",
+    "train": "yolo_act_swap.cli.train",
+    "val": "yolo_act_swap.cli.val",
     "sweep": "yolo_act_swap.sweep",
     "plot": "yolo_act_swap.plots",
 }
