@@ -12,6 +12,10 @@
 YAML dicts with ``builder: yolov7`` are built by ``yolo_act_swap.nn.yolov7.YOLOv7DetectionModel``, every other
 ultralytics YAML by ``ActSwapDetectionModel``; both re-apply an ``act_swap:`` key. ``weights`` is an ultralytics
 checkpoint or, with an upstream ``repo``, an upstream one.
+
+This is the one resolver of model configs: ``load_model_cfg`` turns ``--cfg`` into a model dict (what the trainer
+builds from), ``default_cfg`` is the default ``--cfg`` of every command, and ``import_upstream`` is the only place
+that puts an upstream checkout on ``sys.path`` (for the ``with`` block only).
 """
 
 from __future__ import annotations
@@ -231,12 +235,16 @@ def import_upstream(repo: str | Path):
 
 def _restore_modules(before: dict, keep_checkout: bool) -> None:
     """Put ``sys.modules``' checkout-named entries back as they were (see ``import_upstream``)."""
+    now = _upstream_modules()
     if not keep_checkout:
-        for name in set(_upstream_modules()) - set(before):
-            del sys.modules[name]
-    taken = {n.split(".")[0] for n in _upstream_modules()}
+        for name, module in now.items():
+            if before.get(name) is not module:
+                del sys.modules[name]
+        sys.modules.update(before)
+        return
+    taken = {n.split(".")[0] for n in now}
     for name, module in before.items():
-        if name not in sys.modules and name.split(".")[0] not in taken:
+        if name.split(".")[0] not in taken:
             sys.modules[name] = module
 
 
