@@ -118,34 +118,6 @@ def read_model_yaml(path: str | Path) -> dict:
     return d
 
 
-def load_model_cfg(cfg) -> dict:
-    """Resolve ``--cfg`` (dict, YAML path, a name in ``configs/models/`` or an ultralytics model name) to a model dict.
-
-    Returns:
-        (dict): a fresh model dict (``yaml_file`` set; ``act_swap:`` kept when present).
-
-    Raises:
-        ModelError: the config cannot be found or parsed.
-    """
-    if isinstance(cfg, dict):
-        return copy.deepcopy(cfg)
-    name = str(cfg)
-    if name.endswith((".pt", ".pth")):
-        raise ModelError(f"--cfg {name} is a checkpoint; pass it with --weights (--cfg takes a model YAML)")
-    for p in (Path(name).expanduser(), configs_dir() / "models" / name, configs_dir() / "models" / f"{name}.yaml"):
-        if p.is_file():
-            return read_model_yaml(p)
-    from ultralytics.nn.tasks import yaml_model_load
-
-    try:
-        return yaml_model_load(name)
-    except (FileNotFoundError, OSError):
-        raise ModelError(
-            f"model config {name!r} not found; pass a YAML path, a name in configs/models/, or an ultralytics name "
-            "such as yolov8n.yaml"
-        ) from None
-
-
 def _ultralytics_yaml(cfg: str) -> dict:
     """An ultralytics model name through ``yaml_model_load`` (``yolov8n.yaml`` -> ``yolov8.yaml`` at scale n)."""
     from ultralytics.nn.tasks import yaml_model_load
