@@ -4,6 +4,11 @@ Many of torch's meta kernels are Python decompositions whose first use imports `
 alone costs more than building a model; ``benchmarks/verify.py`` measures what these rules save against plain meta
 tensors and against ``FakeTensorMode``. Elementwise rules live in ``elementwise.py``; conv, batch norm, cat, stack,
 pooling, interpolation, matmul, linear and reductions here. Every op without a rule runs as usual.
+
+Measured (``benchmarks/verify.py --modes --repeats 3 --threads 1``; 2-CPU x86_64 shared with other jobs, torch 2.14,
+frelu at 640): warm verification of yolov7 2.55 s vs 8.87 s on plain meta (3.5x) and yolov8n 0.78 s vs 4.55 s (5.8x);
+a fresh process's first patch_model 1.6 s vs 17.3 s / 14.1 s (dynamo + sympy imports). FakeTensorMode is slower
+still (yolov8n 8.68 s warm, no GFLOPs) and cannot fuse yolov7 (``_apply(): Couldn't swap Conv2d.weight``).
 """
 
 from __future__ import annotations
