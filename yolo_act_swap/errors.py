@@ -36,3 +36,17 @@ class ModelError(ActSwapError):
 
 class DataError(ActSwapError):
     """A dataset is missing, empty or inconsistent with the model."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training. ``last`` is the run's ``weights/last.pt`` to resume from (None before its first save)."""
+
+    def __init__(self, last=None):
+        super().__init__(str(last or ""))
+        self.last = last
+
+    def hint(self) -> str:
+        """What the user types next."""
+        if self.last:
+            return f"resume with: yolo-act-swap train --resume {self.last}"
+        return "no epoch finished yet, so there is nothing to resume: start the run again"

@@ -14,7 +14,7 @@ import importlib
 import sys
 import traceback
 
-from ..errors import ActSwapError
+from ..errors import ActSwapError, TrainingInterrupted
 
 # subcommand -> module with a ``main(argv) -> int``
 SUBCOMMANDS = {
@@ -37,8 +37,9 @@ def run_guarded(fn, argv, verbose: bool | None = None) -> int:
             traceback.print_exc()
         print(f"yolo-act-swap: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("yolo-act-swap: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        hint = e.hint() if isinstance(e, TrainingInterrupted) else ""
+        print(f"yolo-act-swap: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
         if verbose:

@@ -9,6 +9,11 @@ import difflib
 import yaml
 
 from ..errors import ActSwapError
+from ..spec import load_spec
+
+# The one default rule of every command: without --act and --spec nothing is swapped; the model keeps the
+# activations it was built or saved with (an act_swap: record in its YAML or checkpoint included).
+NO_SWAP_HELP = "without --act/--spec nothing is swapped: the model keeps its activations, act_swap: record included"
 
 
 class UsageError(ActSwapError):
@@ -73,3 +78,11 @@ def parse_overrides(pairs: list[str], flags: dict) -> dict:
     except (SyntaxError, TypeError, ValueError) as e:
         raise UsageError(str(e).strip().splitlines()[0][:300]) from None
     return out
+
+
+def load_record(record) -> str:
+    """A model's ``act_swap:`` record as its one-line spec text (``frelu + 1 rule``)."""
+    try:
+        return str(load_spec(record))
+    except Exception:  # noqa: BLE001 - a record written by another version: show it raw
+        return str(record)[:120]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..errors import SpecError
-from .common import Parser, add_verbose
+from collections import Counter
 
-DEFAULT_ACT = "frelu"
+from ..errors import SpecError
+from .common import NO_SWAP_HELP, Parser, add_verbose, load_record
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ultralytics name (yolov8n.yaml, yolo11n.yaml), or an upstream YAML with --repo "
                    "(default: yolov7-tiny.yaml if built in, else yolov8n.yaml)")  # fmt: skip
     p.add_argument("--weights", help="checkpoint to patch (ultralytics, or upstream with --repo)")
-    p.add_argument("--act", help=f"activation, e.g. frelu, leaky_relu:negative_slope=0.1, acon_c:init=silu "
-                   f"(default: {DEFAULT_ACT} unless --spec is given; with --spec it replaces the spec's default)")  # fmt: skip
+    p.add_argument("--act", help="activation, e.g. frelu, leaky_relu:negative_slope=0.1, acon_c:init=silu (with --spec "
+                   f"it replaces the spec's default; {NO_SWAP_HELP})")  # fmt: skip
     p.add_argument("--spec", help="swap spec YAML: a path or a name in configs/acts (e.g. backbone-frelu-head-silu)")
     p.add_argument("--imgsz", type=int, default=640, help="image size of the shape checks and GFLOPs (default 640)")
     p.add_argument("--repo", help="upstream YOLOv5/YOLOv7 checkout (default: the current directory if it is one)")
@@ -53,17 +54,22 @@ def main(argv: list[str]) -> int:
 
     if args.imgsz < 1:
         raise SpecError(f"--imgsz {args.imgsz}: give a positive image size, e.g. 640")
+    swap = args.act is not None or args.spec is not None
     spec_file = spec_file_or_error(args.spec) if args.spec else None
-    spec = load_spec(spec_file, act=args.act if args.act or args.spec else DEFAULT_ACT)  # fail fast, before building
+    spec = load_spec(spec_file, act=args.act) if swap else None  # fail fast, before building
     cfg = args.cfg if args.cfg or args.weights else default_cfg()
     t0 = time.perf_counter()
     model = load_model(cfg, args.weights, repo=args.repo, nc=args.nc, verbose=args.verbose)
     t_build = time.perf_counter() - t0
-    report = patch_model(model, spec, imgsz=args.imgsz, verify=not args.no_verify, flops=True)
     source = " + ".join(str(x) for x in (args.cfg or (cfg if not args.weights else None), args.weights) if x)
-    print(f"yolo-act-swap: {report.model} from {source}: {spec} [{spec.source}]; build {t_build:.2f}s, "
-          f"patch+verify {report.seconds:.2f}s")  # fmt: skip
-    print(report.table(per_block=args.verbose))
+    if swap:
+        report = patch_model(model, spec, imgsz=args.imgsz, verify=not args.no_verify, flops=True)
+        print(f"yolo-act-swap: {report.model} from {source}: {spec} [{spec.source}]; build {t_build:.2f}s, "
+              f"patch+verify {report.seconds:.2f}s")  # fmt: skip
+        print(report.table(per_block=args.verbose))
+    else:
+        report = None
+        inspect_model(model, source, args.imgsz, verify=not args.no_verify)
     from ..checkpoints import save_checkpoint, save_model_yaml
 
     if args.save:
@@ -72,4 +78,23 @@ def main(argv: list[str]) -> int:
         print(f"saved {save_model_yaml(model, args.save_yaml)}")
     return 0
 
+
+
+
+def inspect_model(model, source: str, imgsz: int, verify: bool = True) -> None:
+    """No swap asked for: print the model's activations (per kind, with its act_swap: record) and verify it."""
+    from ..blocks import find_blocks, unwrap_model
+    from ..verify import verify_shapes
+    from ..verify.trace import act_name
+
+    root = unwrap_model(model)
+    record = root.yaml.get("act_swap") if isinstance(getattr(root, "yaml", None), dict) else None
+    blocks = find_blocks(model)
+    kinds = Counter(act_name(b.act) for b in blocks)
+    what = f"act_swap: {load_record(record)} (rebuilt from its record)" if record else "its own activations"
+    print(f"yolo-act-swap: {type(root).__name__} from {source}: no --act/--spec, nothing swapped; the model keeps "
+          f"{what}")
+    print(f"{len(blocks)} activated conv blocks: " + ", ".join(f"{n} {k}" for k, n in kinds.most_common()))
+    if verify:
+        print(f"verification: {verify_shapes(model, imgsz=imgsz)}")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data import is_demo
 from ..errors import ModelError
 from ..models import default_cfg
-from .common import Parser, add_overrides, add_run_folder, add_verbose, parse_overrides
+from .common import NO_SWAP_HELP, Parser, load_record, add_overrides, add_run_folder, add_verbose, parse_overrides
 
 # Ultralytics train args that have a flag of their own: key -> flag (``key=value`` is refused for them).
 TRAIN_FLAGS = {"model": "--cfg", "pretrained": "--weights", "data": "--data", "epochs": "--epochs",
@@ -28,7 +28,8 @@ def build_parser() -> Parser:
     p.add_argument("--cfg", default=None, help=f"model YAML or name (default: the weights', else {default_cfg()})")
     p.add_argument("--weights", default=None, help="checkpoint to start from (its activations are kept unless --act)")
     p.add_argument("--data", default=None, help="data YAML, COCO JSON, or 'demo' (default: the built-in demo)")
-    p.add_argument("--act", default=None, help="activation of every block: frelu, leaky_relu:negative_slope=0.1 ...")
+    p.add_argument("--act", default=None, help="activation of every block: frelu, leaky_relu:negative_slope=0.1 ... "
+                   f"({NO_SWAP_HELP})")
     p.add_argument("--spec", default=None, help="swap spec YAML (configs/acts/...); --act overrides its default")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default 300; 30 on the demo)")
     p.add_argument("--batch-size", type=int, default=None, help="total batch size over all GPUs (default 16)")
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     result = _resume(args, extra) if args.resume else _train(args, extra)
     if result.get("status") == "finished":
         m = result["metrics"]
-        print(f"yolo-act-swap: finished {result['epochs']} epochs: P {m['precision']} R {m['recall']} "
+        act = f"act_swap {load_record(result['act_swap'])}" if result.get("act_swap") else "no swap (own activations)"
+        print(f"yolo-act-swap: finished {result['epochs']} epochs with {act}: P {m['precision']} R {m['recall']} "
               f"mAP50 {m['mAP50']} mAP50-95 {m['mAP50-95']}; results in {result['save_dir']}")
         return 0
     print("yolo-act-swap: training ended without a result file (see the log above)", file=sys.stderr)

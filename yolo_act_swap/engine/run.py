@@ -14,7 +14,7 @@ import yaml
 
 from ..checkpoints import register_safe_globals
 from ..data.resolve import check_class_count, resolve_data
-from ..errors import ActSwapError
+from ..errors import ActSwapError, TrainingInterrupted
 from ..io import atomic_write_text
 from ..models import build_detection_model, default_cfg, load_model, load_model_cfg
 from ..spec import load_spec, spec_file_or_error
@@ -86,8 +86,17 @@ def train(cfg=None, weights=None, data=None, act=None, spec=None, new_head=False
     """Train a patched model; returns the ``act_swap_result.json`` contents. Arguments as in ``prepare_run``."""
     args = prepare_run(cfg=cfg, weights=weights, data=data, act=act, spec=spec, new_head=new_head, **overrides)
     trainer = ActSwapTrainer(overrides=args)
-    trainer.train()
+    _run(trainer)
     return read_result(trainer.save_dir)
+
+
+def _run(trainer) -> None:
+    """``trainer.train()``; Ctrl-C becomes ``TrainingInterrupted`` naming the checkpoint that resumes the run."""
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        last = Path(trainer.last) if getattr(trainer, "last", None) else None
+        raise TrainingInterrupted(last if last is not None and last.is_file() else None) from None
 
 
 def resume(checkpoint=True, **overrides) -> dict:
@@ -104,5 +113,5 @@ def resume(checkpoint=True, **overrides) -> dict:
         trainer = ActSwapTrainer(overrides={**overrides, "resume": checkpoint if checkpoint is not True else True})
     except FileNotFoundError as e:
         raise ActSwapError(f"--resume: {str(e).strip().splitlines()[0]}") from None
-    trainer.train()
+    _run(trainer)
     return read_result(trainer.save_dir)

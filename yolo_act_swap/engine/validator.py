@@ -72,8 +72,17 @@ class ActSwapValidator(DetectionValidator):
 
     The data YAML's ``coco_annotations:`` key (written by the demo generator and the COCO-JSON converter, or added by
     hand) maps each split to its annotation file; ``category_ids:`` maps class indices to COCO category ids.
-    Overrides only public hooks: ``init_metrics``, ``pred_to_json``, ``update_metrics``, ``eval_json``.
+    Overrides only public hooks: ``init_metrics``, ``pred_to_json``, ``update_metrics``, ``eval_json``,
+    ``print_results`` (skipped when ``print_table`` is False: ``val()`` returns the figures and the command prints
+    them once, as ``metrics_table``).
     """
+
+    print_table = True
+
+    def print_results(self):
+        """Ultralytics' per-class table, unless the caller prints its own."""
+        if self.print_table:
+            super().print_results()
 
     def init_metrics(self, model):
         """Ultralytics' setup, then switch ``save_json`` to the original COCO file when the data names one."""
@@ -222,6 +231,7 @@ def val(weights, data=None, imgsz: int | None = None, batch: int = 32, device=No
             "rect": overrides.pop("rect", True),  # rectangular batches with 0.5-stride padding, as the trainer validates
             **({"device": device} if device is not None else {}), **overrides}
     validator = ActSwapValidator(args=args)
+    validator.print_table = False  # the figures come back in the result; metrics_table() prints them once
     stats = validator()
     m = validator.metrics
     result = {

@@ -10,7 +10,8 @@ Importing this module registers it with the patcher (``patch.register_patched_cl
 
 from __future__ import annotations
 
-from ultralytics.nn.tasks import DetectionModel
+from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+from ultralytics.utils import LOGGER
 
 from ..activations.registry import fuse_activations
 from ..patch import patch_model, register_patched_class
@@ -27,15 +28,41 @@ class ActSwapDetectionModel(DetectionModel):
     """
 
     def __init__(self, cfg="yolov8n.yaml", ch=3, nc=None, verbose=True):
-        super().__init__(cfg, ch=ch, nc=nc, verbose=verbose)
+        # with a swap to apply, the summary is printed after it (the unpatched one would misstate the parameters)
+        super().__init__(cfg, ch=ch, nc=nc, verbose=verbose and not self._spec_of(cfg))
         self.apply_act_swap(verbose=verbose)
 
+    @staticmethod
+    def _spec_of(cfg):
+        """The ``act_swap:`` entry of a model dict or YAML file (None when it has none or cannot be read here)."""
+        if not isinstance(cfg, dict):
+            try:
+                cfg = yaml_model_load(cfg)
+            except Exception:  # noqa: BLE001 - ultralytics' own build reports a bad config properly
+                return None
+        return cfg.get("act_swap")
+
     def apply_act_swap(self, verbose=False):
-        """Apply ``self.yaml['act_swap']`` (if any) to this freshly built model; returns the PatchReport or None."""
+        """Apply ``self.yaml['act_swap']`` (if any) to this freshly built model; returns the PatchReport or None.
+
+        With ``verbose``, logs the swap (blocks, activation, parameters) and the patched model's summary, so that a
+        training log confirms which activation it trains.
+        """
         spec = self.yaml.get("act_swap") if isinstance(self.yaml, dict) else None
         if not spec:
             return None
-        return patch_model(self, spec, verify=False)
+        report = patch_model(self, spec, verify=False)
+        if verbose:
+            log_swap(self, report)
+        return report
+
+
+
+def log_swap(model, report) -> None:
+    """Log a patched model's swap report and its ultralytics summary line (layers, parameters, GFLOPs)."""
+    LOGGER.info(f"act_swap: {' + '.join(map(str, report.spec))}: " + "; ".join(report.summary_lines()[:2]))
+    model.info()
+    LOGGER.info("")
 
     def fuse(self, verbose=True, imgsz=640):
         """Fuse conv+BN as ultralytics does, then fold the BatchNorms inside activations."""

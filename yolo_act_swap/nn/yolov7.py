@@ -322,7 +322,7 @@ class YOLOv7DetectionModel(ActSwapDetectionModel):
         self.model.train()
         m.bias_init()
         initialize_weights(self)
-        if verbose:
+        if verbose and not self._spec_of(self.yaml):  # a patched model's summary comes after the swap
             self.info()
             LOGGER.info("")
         self.apply_act_swap(verbose=verbose)
