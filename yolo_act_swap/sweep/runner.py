@@ -172,8 +172,8 @@ def run_command(cmd: list[str], log_path: str | os.PathLike, env: dict | None = 
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()  # on disk before the run starts, even if this process is killed a moment later
         started = time.time()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                preexec_fn=_die_with_parent if linux else None)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent if linux else None)
         if procs is not None:
             procs[proc.pid] = proc
         try:
