@@ -50,3 +50,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         if self.last:
             return f"resume with: yolo-act-swap train --resume {self.last}"
         return "no epoch finished yet, so there is nothing to resume: start the run again"
+
+
+class SweepError(ActSwapError):
+    """A sweep cannot start or continue as asked (settings clash with the folder, bad ``--acts`` item, ...)."""
