@@ -30,6 +30,36 @@ def configs_dir() -> Path:
         return PACKAGE_ROOT.parent / "configs"
 
 
+def find_config(name: str | os.PathLike, kind: str) -> Path | None:
+    """A config file: ``name`` as a path from the current directory first, then the built-in ``configs/<kind>/``.
+
+    The built-in lookup takes a bare name (with or without ``.yaml``/``.yml``) or the path the docs write from the
+    repository root (``configs/acts/x.yaml``), so the same flag works for a pip user in any folder.
+
+    Args:
+        name: what the user passed (``--spec``, ``--cfg``, ``--data``).
+        kind: ``acts``, ``models`` or ``data``.
+    """
+    text = str(name)
+    try:
+        p = Path(text)
+        with contextlib.suppress(RuntimeError):  # ~nosuchuser: keep the path as written
+            p = p.expanduser()
+        if p.is_file():
+            return p
+        parts = Path(text).parts
+        rel = parts[2:] if parts[:2] == ("configs", kind) else parts if len(parts) == 1 else ()
+        if not rel:
+            return None
+        base = (configs_dir() / kind).joinpath(*rel)
+        for q in (base, base.with_name(base.name + ".yaml"), base.with_name(base.name + ".yml")):
+            if q.is_file():
+                return q
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL byte: not a file
+        return None
+    return None
+
+
 # --- YAML ---------------------------------------------------------------------------------------------------------
 
 

@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
+from ultralytics.utils import LOGGER
 
 from .errors import ModelError
-from .io import YAML_SUFFIXES, configs_dir, quiet, read_yaml
+from .io import YAML_SUFFIXES, configs_dir, find_config, quiet, read_yaml
+from .patch import stale_record
 
 DEFAULT_CFG = "yolov7-tiny.yaml"  # upstream YOLOv7's small model, when the package ships its config
 FALLBACK_CFG = "yolov8n.yaml"
@@ -91,16 +93,8 @@ def _find_in_repo(cfg: str, repo: Path) -> Path | None:
 
 
 def _find_local(cfg: str) -> Path | None:
-    """A model YAML on disk: the path itself, or a name under ``configs/models/``."""
-    p = Path(cfg).expanduser()
-    if p.is_file():
-        return p
-    if len(p.parts) == 1:
-        for name in _with_suffixes(p.name):
-            q = configs_dir() / "models" / name
-            if q.is_file():
-                return q
-    return None
+    """A model YAML on disk: a path from the current directory, else a built-in one under ``configs/models/``."""
+    return find_config(cfg, "models")
 
 
 def read_model_yaml(path: str | Path) -> dict:
@@ -286,6 +280,13 @@ def _load_ultralytics_checkpoint(weights: Path) -> nn.Module:
                 f"{weights} is an upstream YOLOv5/YOLOv7 checkpoint: pass --repo PATH (its checkout) to load it"
             ) from None
         raise ModelError(f"cannot load checkpoint {weights}: {' '.join(str(e).split())}") from None
+    if stale_record(model):
+        LOGGER.warning(
+            f"{weights}: its model YAML says act_swap: {str(model.yaml['act_swap'])[:80]} but the model has its "
+            "original activations (stock ultralytics training rebuilt it without the swap), so the record is ignored; to "
+            "keep a swap, train with yolo-act-swap train or trainer=yolo_act_swap.engine.trainer.ActSwapTrainer"
+        )
+        model.yaml.pop("act_swap")
     return model
 
 

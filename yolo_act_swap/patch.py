@@ -16,7 +16,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from .activations.registry import get_activation_info
+from .activations.registry import get_activation_info, is_activation_module
 from .blocks import Block, Site, find_blocks, first_bn, layer_type, n_params, unwrap_model
 from .errors import ActivationArgError, ActSwapError, PatchError, ShapeMismatch
 from .report import BlockReport, PatchReport
@@ -136,6 +136,16 @@ def _record_spec(root: nn.Module, specs: list[SwapSpec]) -> Any:
         chain = chain + new
         y["act_swap"] = chain[0] if len(chain) == 1 else chain
     return prev
+
+
+def stale_record(model: Any) -> bool:
+    """True when the model's YAML carries an ``act_swap:`` record but none of the activations this package makes is
+    in the model: something rebuilt it without the swap (stock ``YOLO(ckpt).train()``), so the record misdescribes it."""
+    root = unwrap_model(model)
+    y = getattr(root, "yaml", None)
+    if not isinstance(y, dict) or not y.get("act_swap"):
+        return False
+    return not any(is_activation_module(m) for m in root.modules())
 
 
 # --- the whole model --------------------------------------------------------------------------------------------------

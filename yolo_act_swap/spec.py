@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from .errors import SpecError
-from .io import YAML_SUFFIXES, configs_dir, parse_yaml
+from .io import YAML_SUFFIXES, configs_dir, find_config, parse_yaml
 from .spec_check import PROBE_CHANNELS, Origin, check_act, check_spec, parse_act_string, split_top
 from .spec_types import KEEP, RULE_KEYS, SELECTORS, SPEC_KEYS, STAGES, ActSpec, Rule, SwapSpec
 
@@ -81,16 +81,9 @@ def _parse_yaml(text: str, name: str) -> tuple[Any, Origin]:
 
 
 def resolve_spec_file(name: str | Path) -> Path | None:
-    """A spec file: an existing path, or a name under the built-in ``configs/acts/`` (with or without ``.yaml``)."""
-    p = Path(name).expanduser()
-    if p.is_file():
-        return p
-    if len(p.parts) == 1:
-        for cand in (p.name, f"{p.name}.yaml", f"{p.name}.yml"):
-            q = configs_dir() / "acts" / cand
-            if q.is_file():
-                return q
-    return None
+    """A spec file: a path from the current directory, else a built-in spec under ``configs/acts/`` (by name, with or
+    without ``.yaml``, or as ``configs/acts/NAME.yaml``)."""
+    return find_config(name, "acts")
 
 
 def spec_file_or_error(name: str | Path) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import DataError
-from ..io import configs_dir
+from ..io import find_config
 from .coco import coco_to_yolo, find_coco_images, read_coco, yaml_with_coco_json
 from .demo import demo_config, demo_dataset, is_demo
 
@@ -69,12 +69,10 @@ def _load_yaml(path: Path) -> dict:
 
 def _find_yaml(name: str) -> Path:
     """A path, a file in ``configs/data/``, or a dataset YAML that ultralytics ships (``coco.yaml``)."""
-    p = Path(name).expanduser()
-    if p.is_file():
-        return p.resolve()
-    for n in (name, f"{name}.yaml"):
-        if (configs_dir() / "data" / n).is_file():
-            return configs_dir() / "data" / n
+    found = find_config(name, "data")
+    if found is not None:
+        return found.resolve()
+    p = Path(name)
     if p.suffix in {".yaml", ".yml", ""} and len(p.parts) == 1:
         from ultralytics.utils import ROOT
 

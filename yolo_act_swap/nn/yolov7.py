@@ -39,7 +39,7 @@ except ImportError:  # ultralytics releases without QAT support
 
 
 from ..errors import ModelError
-from ..io import configs_dir, read_yaml
+from ..io import configs_dir, find_config, read_yaml
 from .tasks import ActSwapDetectionModel
 from .yolov7_modules import MP, SP, SPPCSPC, RepConv, fresh_act, parse_act
 
@@ -67,13 +67,10 @@ def is_yolov7_cfg(d) -> bool:
 
 def _cfg_path(cfg: str | Path) -> Path:
     """Resolve a config name or path: an existing file, else ``configs/models/<name>[.yaml]``."""
-    p = Path(cfg)
-    if p.is_file():
-        return p
+    found = find_config(cfg, "models")
+    if found is not None:
+        return found
     models = configs_dir() / "models"
-    for cand in (models / p.name, models / f"{p.name}.yaml"):
-        if cand.is_file():
-            return cand
     known = ", ".join(sorted(x.name for x in models.glob("yolov7*.yaml"))) or "none"
     raise ModelError(f"model config {str(cfg)!r} not found: pass a YAML path or a built-in name ({known})")
 
