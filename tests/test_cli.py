@@ -82,14 +82,14 @@ def test_patch_save_and_reload_in_a_fresh_process(tmp_path):
     assert d["act_swap"] == {"act": "frelu", "rules": [{"stages": ["head"], "act": {"name": "acon_c", "init": "silu"}}]}
 
 
-def test_default_model_and_activation():
-    r = cli("--imgsz", 64, "--no-verify")  # default cfg (yolov7-tiny.yaml when built in) and --act frelu
+def test_default_model_and_no_swap_without_act():
+    r = cli("--imgsz", 64, "--no-verify")  # default cfg (yolov7-tiny.yaml when built in); no --act: nothing swapped
     assert r.returncode == 0, r.stderr
     from yolo_act_swap.models import default_cfg
 
     first = r.stdout.splitlines()[0]
-    assert f"from {default_cfg()}: frelu [--act]" in first
-    assert "verification: skipped" in r.stdout and "head" in r.stdout
+    assert f"from {default_cfg()}: no --act/--spec, nothing swapped" in first
+    assert "activated conv blocks: " in r.stdout and "verification" not in r.stdout
 
 
 def test_unknown_activation_is_one_line_exit_2():

@@ -5,6 +5,13 @@ Every error a user can cause is an ``ActSwapError``: its message is one line tha
 else is a bug and exits with code 1.
 """
 
+import sys
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr, shown whatever ultralytics' log level (``YOLO_VERBOSE``)."""
+    print(f"yolo-act-swap: warning: {message}", file=sys.stderr, flush=True)
+
 
 class ActSwapError(Exception):
     """Base class of every user-facing error (CLI exit code 2)."""

@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
-from ultralytics.utils import LOGGER
 
-from .errors import ModelError
+from .errors import ModelError, warn
 from .io import YAML_SUFFIXES, configs_dir, find_config, quiet, read_yaml
 from .patch import stale_record
 
@@ -281,7 +280,7 @@ def _load_ultralytics_checkpoint(weights: Path) -> nn.Module:
             ) from None
         raise ModelError(f"cannot load checkpoint {weights}: {' '.join(str(e).split())}") from None
     if stale_record(model):
-        LOGGER.warning(
+        warn(
             f"{weights}: its model YAML says act_swap: {str(model.yaml['act_swap'])[:80]} but the model has its "
             "original activations (stock ultralytics training rebuilt it without the swap), so the record is ignored; to "
             "keep a swap, train with yolo-act-swap train or trainer=yolo_act_swap.engine.trainer.ActSwapTrainer"
