@@ -398,6 +398,39 @@ def test_bf16_autocast_finite(info, in_dtype):
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"non-finite gradient for {n} under bf16 autocast"
 
 
+# --- channels_last ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("info", INFOS, ids=IDS)
+def test_channels_last_in_and_out(info, mode, monkeypatch):
+    """A channels_last input gives a channels_last output and input gradient with the same values as NCHW."""
+    from yolo_act_swap.activations import frelu
+
+    monkeypatch.setattr(frelu, "RECOMPUTE_MIN_ELEMENTS", 0)  # FReLU's fused function too, not only the small path
+    m = build(info).double().train(mode == "train")
+    m_cl = copy.deepcopy(m)
+    x = randn((2, C, 6, 5))
+    w = randn((2, C, 6, 5), seed=2)
+    if info.name in RANDOM_IN_TRAINING and mode == "train":
+        torch.manual_seed(5)
+    xa = x.clone().requires_grad_()
+    ya = m(xa)
+    (ya * w[:, : ya.shape[1]]).sum().backward()
+    if info.name in RANDOM_IN_TRAINING and mode == "train":
+        torch.manual_seed(5)
+    xb = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    yb = m_cl(xb)
+    (yb * w[:, : yb.shape[1]]).sum().backward()
+    if info.shape_preserving and ya.shape[1] == C:
+        assert yb.is_contiguous(memory_format=torch.channels_last), f"{info.name} returned NCHW for channels_last"
+        assert xb.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(yb, ya, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(xb.grad, xa.grad, atol=1e-9, rtol=1e-9)
+    for (n, p), (_, q) in zip(m.named_parameters(), m_cl.named_parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-9, rtol=1e-9, msg=lambda s: f"{n}: {s}")
+
+
 # --- ONNX -------------------------------------------------------------------------------------------------------------
 
 

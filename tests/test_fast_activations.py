@@ -416,3 +416,45 @@ def test_inference_path_matches_reference(name, kwargs, train):
             y = m(x)
             yr = ref_fn(name)(mr, x)
         torch.testing.assert_close(y, yr, atol=1e-10, rtol=1e-8)
+
+
+@pytest.fixture
+def two_workers(monkeypatch):
+    """Two torch threads and tiny blocks: the block functions run on the worker pool (``functional.run_blocks``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setattr(functional, "CHUNK_ELEMENTS", 12)
+    monkeypatch.setattr(functional, "MIN_CHUNK_ELEMENTS", 1)
+    if not functional.pool_workers(torch.device("cpu"), 4):
+        pytest.skip("torch's parallel backend is not OpenMP: blocks run in the calling thread")
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name,kwargs", CASES, ids=IDS)
+def test_worker_pool_matches_reference(name, kwargs, train, two_workers):
+    """Blocks shared out to the pool's workers (one join per pass) give the reference's numbers, in both layouts."""
+    compare(name, kwargs, (3, C, 3, 4), train)
+    m = build(name, **kwargs).to(torch.float64).train(train)
+    x = torch.randn(3, C, 4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        y, y_cl = copy.deepcopy(m)(x), copy.deepcopy(m)(x.contiguous(memory_format=torch.channels_last))
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y_cl, y, atol=1e-12, rtol=1e-12)
+
+
+def test_worker_pool_leaves_the_thread_settings_alone(two_workers):
+    """The pool's workers run single-threaded without changing the caller's thread count or the default of threads
+    started later."""
+    import threading
+
+    functional.run_blocks(lambda b: torch.ones(4).sum(), [0, 1, 2, 3], torch.device("cpu"))
+    assert torch.get_num_threads() == 2
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert seen == [2]
+    workers = functional.run_blocks(lambda b: torch.get_num_threads(), [0, 1, 2, 3], torch.device("cpu"))
+    assert workers == [1, 1, 1, 1]
