@@ -458,3 +458,46 @@ def test_worker_pool_leaves_the_thread_settings_alone(two_workers):
     assert seen == [2]
     workers = functional.run_blocks(lambda b: torch.get_num_threads(), [0, 1, 2, 3], torch.device("cpu"))
     assert workers == [1, 1, 1, 1]
+
+
+# --- exported graphs ----------------------------------------------------------------------------------------------
+
+
+def _export_nodes(m, x):
+    """ONNX node types of ``m`` exported with dynamic batch/height/width, and ONNX Runtime's output on ``x``."""
+    import io
+    import inspect
+    import warnings
+    from collections import Counter
+
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    f = io.BytesIO()
+    axes = {0: "batch", 2: "height", 3: "width"}
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), f, opset_version=17, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": axes, "y": axes}, **legacy)
+    nodes = Counter(n.op_type for n in onnx.load_from_string(f.getvalue()).graph.node)
+    sess = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
+    return nodes, torch.from_numpy(sess.run(None, {"x": x.numpy()})[0])
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,most",
+    [("acon_c", {}, 5), ("dy_relu_a", {}, 18), ("dy_relu_b", {}, 18), ("dy_relu_b", {"k": 3}, 22)],
+    ids=["acon_c", "dy_relu_a", "dy_relu_b", "dy_relu_b-k=3"],
+)
+def test_export_graph_is_lean_and_equal(name, kwargs, most):
+    """ACON-C exports as Mul, Sigmoid, Mul, Add, Mul; DY-ReLU A/B as one coefficient Reshape + Split and K Mul+Add
+    pieces (no Shape/Gather/Slice/Unsqueeze chains: formerly 55 nodes for B); outputs equal within 1e-4."""
+    m = build(name, 16, **kwargs).eval()
+    x = torch.randn(2, 16, 10, 12)
+    nodes, y_ort = _export_nodes(m, x)
+    assert sum(nodes.values()) <= most, dict(nodes)
+    assert not {"Gather", "Slice", "Unsqueeze", "Shape", "Concat"} & set(nodes), dict(nodes)
+    with torch.no_grad():
+        torch.testing.assert_close(y_ort, m(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(m.export_forward(x) if hasattr(m, "export_forward") else m(x), m(x),
+                                   atol=1e-5, rtol=1e-5)

@@ -171,11 +171,30 @@ class DyReLU(nn.Module):
         p = torch.softmax(z.reshape(n, h * w) / self.temperature, dim=1) * (self.gamma * h * w)
         return p.clamp(max=1.0).view(n, 1, h, w)
 
+    def export_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward as a lean graph for ONNX and tracing: no shape arithmetic, no per-piece Gather/Slice/Unsqueeze.
+
+        ``a_k, b_k = init + lambda (2 sigmoid(fc2(...)) - 1)`` is one Mul and one Add with constant vectors, the
+        (N, G*2K) result is reshaped once to (N, G, 2K, 1) (constant target shape) and split into 2K (N, G, 1, 1)
+        coefficient maps by one Split node; then K Mul+Add pieces and K-1 Max.
+        """
+        k, groups = self.k, self.fc2.out_features // (2 * self.k)
+        t = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))
+        lam = torch.cat([torch.full((k,), LAMBDA_A), torch.full((k,), LAMBDA_B)]).to(t)
+        init = torch.cat([self.init_a, self.init_b]).to(t)
+        coef = t.view(-1, groups, 2 * k, 1) * (2 * lam).view(-1, 1) + (init - lam).view(-1, 1)
+        cf = torch.split(coef, 1, dim=2)  # 2K maps (N, G, 1, 1): a_0..a_K-1, b_0..b_K-1
+        y = x * cf[0] + cf[k]
+        for i in range(1, k):
+            y = torch.maximum(y, x * cf[i] + cf[k + i])
+        pi = self.spatial_attention(x)
+        return y * pi if pi is not None else y
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply DY-ReLU to an (N, C, H, W) tensor."""
-        a, b = self.coefficients(x)
         if exporting():
-            return dy_relu_formula(x, a, b, self.spatial_attention(x))
+            return self.export_forward(x)
+        a, b = self.coefficients(x)
         if self.use_compile:
             return compiled(dy_relu_formula)(x, a, b, self.spatial_attention(x))
         if not torch.is_grad_enabled():
