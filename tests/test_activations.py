@@ -205,7 +205,6 @@ REFS = {
     "glu": lambda m, x: x[:, : x.shape[1] // 2] * _sig(x[:, x.shape[1] // 2 :]),
     "export_silu": lambda m, x: x * _sig(x),
     "export_hard_swish": lambda m, x: x * torch.clamp(x + 3, 0.0, 6.0) / 6,
-    "memory_efficient_mish": lambda m, x: x * _tanh(_softplus(x)),
     "frelu": ref_frelu,
     "acon_c": ref_acon_c,
     "meta_acon_c": _external("ref_meta_acon_c"),
@@ -313,7 +312,9 @@ def test_gradcheck_float64(info, mode):
     assert torch.autograd.gradcheck(m, (randn((2, C, 3, 3), seed=5).requires_grad_(),), eps=1e-6, atol=1e-5, rtol=1e-3)
 
 
-def test_memory_efficient_mish_saves_only_input():
+def test_memory_efficient_mish_is_mish_and_saves_only_input():
+    """``memory_efficient_mish`` is an alias of ``mish``: nn.Mish already keeps only its input (docs/performance.md)."""
+    assert get_activation_info("memory_efficient_mish").name == "mish"
     saved = []
 
     def pack(t):
@@ -328,6 +329,16 @@ def test_memory_efficient_mish_saves_only_input():
     xr = x.detach().clone().requires_grad_()
     F.mish(xr).sum().backward()
     torch.testing.assert_close(x.grad, xr.grad)
+
+
+def test_old_memory_efficient_mish_pickles_still_load():
+    from yolo_act_swap.activations.export import MemoryEfficientMish
+
+    old = MemoryEfficientMish.__new__(MemoryEfficientMish)
+    nn.Module.__init__(old)  # what an instance of the former class carried: no ``inplace`` attribute
+    m = pickle.loads(pickle.dumps(old))
+    x = randn(dtype=torch.float32)
+    torch.testing.assert_close(m(x), F.mish(x))
 
 
 # --- shapes, modes, batch size 1 --------------------------------------------------------------------------------------

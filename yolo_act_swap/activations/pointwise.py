@@ -268,7 +268,7 @@ _POINTWISE = [
     ("hard_sigmoid", hard_sigmoid, ("hardsigmoid",), "clamp(x / 6 + 0.5, 0, 1)"),
     ("tanh", tanh, (), "tanh(x)"),
     ("silu", silu, ("swish",), "x * sigmoid(x), the YOLOv5/v8 default"),
-    ("mish", mish, (), "x * tanh(softplus(x)), the YOLOv4 default"),
+    ("mish", mish, ("memory_efficient_mish", "efficient_mish"), "x * tanh(softplus(x)), the YOLOv4 default"),
     ("hard_swish", hard_swish, ("hardswish",), "x * clamp(x + 3, 0, 6) / 6"),
     ("elu", elu, (), "x if x > 0 else alpha * (exp(x) - 1)"),
     ("celu", celu, (), "max(0, x) + min(0, alpha * (exp(x / alpha) - 1))"),
