@@ -170,6 +170,16 @@ _IN_WORKER = threading.local()
 _PER_THREAD_SETTINGS = "OpenMP" in torch.__config__.parallel_info()  # set_num_threads(1) then binds one thread only
 
 
+def _after_fork_in_child() -> None:  # the child has none of the parent's pool threads, and maybe a held lock
+    global _POOL_LOCK
+    _POOL_LOCK = threading.Lock()
+    _POOL.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _worker_init() -> None:
     torch.get_num_threads()  # torch's lazy per-thread init first (it would later reset the count to the default)
     torch.set_num_threads(1)
