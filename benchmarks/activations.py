@@ -2,8 +2,9 @@
 
 Channel-aware activations are also timed against the straightforward implementations in ``benchmarks/reference.py``
 (same weights), and their outputs and input gradients are checked against them. All candidates of one size run
-interleaved (one repetition of each in turn), so that load on the machine hits them alike; the table shows medians
-over the repetitions after warm-up.
+interleaved (one repetition of each in turn), so that load on the machine hits them alike; that is repeated for
+``--runs`` runs (default 3) and the ratio columns show the median of the runs' ratios with their range
+(``benchmarks/harness.py``: raised malloc thresholds, fixed threads, warm-up, CPU burners for ``--contention``).
 
 Memory, per activation, in training mode:
 - ``peak``: the most memory allocated at once during forward+backward beyond the input and the upstream gradient (CPU:
@@ -19,6 +20,8 @@ Usage:
     python benchmarks/activations.py --device cuda --dtype bf16   # autocast on a GPU
     python benchmarks/activations.py --compile             # also time compile=True (torch.compile; slow to build)
     python benchmarks/activations.py --threads 1 --clock cpu   # on a shared, busy machine
+    python benchmarks/activations.py --threads 2 --contention 0,2 --only acon_c,dy_relu_b --no-memory --no-fused
+                                                           # idle, then beside 2 CPU burners: ratios side by side
 """
 
 from __future__ import annotations
@@ -32,10 +35,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from benchmarks import harness  # noqa: E402
+
+if __name__ == "__main__":
+    harness.ensure_allocator()  # before torch starts its OpenMP runtime
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
 
 from benchmarks.reference import REFERENCES, VECTORISED, ReferenceModule  # noqa: E402
 from yolo_act_swap.activations import create_activation, list_activations  # noqa: E402
@@ -213,30 +221,31 @@ def bench_size(shape, args, device, dtype) -> list[dict]:
             cases[info.name + "/compiled"] = Case(info.name + "/compiled", cm, x, g, autocast)
             row["compiled"] = info.name + "/compiled"
         rows.append(row)
-    for case in cases.values():  # warm-up (and compilation)
-        for _ in range(args.warmup):
-            case.step()
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    for _ in range(args.reps):  # interleaved repetitions
-        for case in cases.values():
-            case.timed_step(clock)
+    runs = harness.interleave({k: c.step for k, c in cases.items()}, args.reps, args.warmup, args.runs, args.clock,
+                              lambda: sync(device))
+    for k, c in cases.items():
+        c.runs = runs[k]
     mem = {}
     if not args.no_memory:
         for label, case in cases.items():
             mem[label] = memory(case)
     fmap = x.numel() * x.element_size()
-    silu = cases["silu"]
     for row in rows:
         case = cases[row["case"]]
-        row["ms"] = case.ms
-        row["x_silu"] = case.ms / silu.ms
+        row["ms"] = statistics.median(case.runs) * 1e3
+        row["ms_runs"] = [t * 1e3 for t in case.runs]
+        row["x_silu_runs"] = harness.ratio_runs(runs, row["case"], "silu")
+        row["x_silu"] = statistics.median(row["x_silu_runs"])
+        for key in ("ref", "vec"):
+            if key in row:
+                row[f"over_{key}_runs"] = harness.ratio_runs(runs, row["case"], row[key])
         if mem:
             row["peak_mib"] = mem[row["case"]][0] / 2**20
             row["peak_x_silu"] = mem[row["case"]][0] / max(mem["silu"][0], 1)
             row["kept_maps"] = mem[row["case"]][1] / fmap
         for key in ("ref", "vec", "compiled"):
             if key in row:
-                row[key + "_ms"] = cases[row[key]].ms
+                row[key + "_ms"] = statistics.median(cases[row[key]].runs) * 1e3
                 if mem and row[key] in mem:
                     row[key + "_peak_mib"] = mem[row[key]][0] / 2**20
                     row[key + "_peak_x_silu"] = mem[row[key]][0] / max(mem["silu"][0], 1)
@@ -244,8 +253,30 @@ def bench_size(shape, args, device, dtype) -> list[dict]:
     return rows
 
 
+def _plain_acon(m, x):
+    from yolo_act_swap.activations.acon import acon_formula
+
+    beta = m.beta(x) if callable(m.beta) else m.beta
+    return acon_formula(x, m.p1, m.p2, beta)
+
+
+def _plain_dy_relu(m, x):
+    """The plain two-piece (K-piece) maximum ``maximum(a0 x + b0, a1 x + b1)`` with the module's coefficients."""
+    a, b = m.coefficients(x)
+    a, b = a[..., None, None], b[..., None, None]
+    y = a[:, :, 0] * x + b[:, :, 0]
+    for i in range(1, a.shape[2]):
+        y = torch.maximum(y, a[:, :, i] * x + b[:, :, i])
+    pi = m.spatial_attention(x)
+    return y * pi if pi is not None else y
+
+
+PLAIN = {"acon_c": _plain_acon, "meta_acon_c": _plain_acon, "dy_relu_a": _plain_dy_relu, "dy_relu_b": _plain_dy_relu,
+         "dy_relu_c": _plain_dy_relu}  # eval: the formula written plainly, against our inference path
+
+
 def bench_fused(shape, args, device, dtype) -> list[dict]:
-    """Eval-mode latency of the activations that fold something in ``fuse()`` (FReLU's BN, ...), unfused vs fused."""
+    """Eval-mode latency: unfused vs ``fuse()`` (FReLU's BN, ...), and our inference path vs the plain formula."""
     n, c, h, w = shape
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
     autocast = None if dtype == torch.float32 else dtype
@@ -255,7 +286,7 @@ def bench_fused(shape, args, device, dtype) -> list[dict]:
         if not info.shape_preserving or (only is not None and info.name not in only and info.name != "silu"):
             continue
         m = create_activation(info.name, c)
-        if not callable(getattr(m, "fuse", None)) and info.name != "silu":
+        if not callable(getattr(m, "fuse", None)) and info.name not in PLAIN and info.name != "silu":
             continue
         if info.channel_aware:
             perturb(m)
@@ -273,22 +304,29 @@ def bench_fused(shape, args, device, dtype) -> list[dict]:
         err = float((y - yf).abs().max() / y.abs().max().clamp_min(1e-12))
         for label, mod in ((info.name, m), (info.name + "/fused", fused)):
             cases[label] = _InferCase(mod, x, autocast)
-        rows.append({"name": info.name, "err": err})
-    for case in cases.values():
-        for _ in range(args.warmup):
-            case.run()
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    for _ in range(args.reps):
-        for case in cases.values():
-            case.timed(clock)
+        row = {"name": info.name, "err": err}
+        if info.name in PLAIN:
+            plain = ReferenceModule(copy.deepcopy(m), PLAIN[info.name]).eval()
+            cases[info.name + "/plain"] = _InferCase(plain, x, autocast)
+            with torch.no_grad():
+                row["plain_err"] = float((plain(x).float() - y).abs().max() / y.abs().max().clamp_min(1e-12))
+        rows.append(row)
+    runs = harness.interleave({k: cs.run for k, cs in cases.items()}, args.reps, args.warmup, args.runs, args.clock,
+                              lambda: sync(device))
     for r in rows:
-        r["ms"], r["fused_ms"] = cases[r["name"]].ms, cases[r["name"] + "/fused"].ms
+        r["ms"] = statistics.median(runs[r["name"]]) * 1e3
+        r["fused_ms"] = statistics.median(runs[r["name"] + "/fused"]) * 1e3
+        r["fused_runs"] = harness.ratio_runs(runs, r["name"] + "/fused", r["name"])
+        r["x_silu_runs"] = harness.ratio_runs(runs, r["name"], "silu")
+        if r["name"] + "/plain" in runs:
+            r["plain_ms"] = statistics.median(runs[r["name"] + "/plain"]) * 1e3
+            r["plain_runs"] = harness.ratio_runs(runs, r["name"], r["name"] + "/plain")
     return rows
 
 
 class _InferCase:
     def __init__(self, module, x, autocast):
-        self.module, self.x, self.autocast, self.times = module, x, autocast, []
+        self.module, self.x, self.autocast = module, x, autocast
 
     @torch.no_grad()
     def run(self):
@@ -297,24 +335,37 @@ class _InferCase:
         with torch.autocast(self.x.device.type, dtype=self.autocast):
             return self.module(self.x)
 
-    def timed(self, clock):
-        sync(self.x.device)
-        t = clock()
-        self.run()
-        sync(self.x.device)
-        self.times.append(clock() - t)
-
-    @property
-    def ms(self):
-        return statistics.median(self.times) * 1e3
-
 
 def fused_table(rows: list[dict]) -> str:
-    lines = [["activation", "eval ms", "fused ms", "fused/unfused", "max rel diff"]]
+    lines = [["activation", "eval ms", "x SiLU [range]", "fused ms", "fused/unfused [range]", "max rel diff",
+              "plain ms", "ours/plain [range]"]]
     for r in rows:
-        lines.append([r["name"], f"{r['ms']:.2f}", f"{r['fused_ms']:.2f}", f"{r['fused_ms'] / r['ms']:.2f}",
-                      f"{r['err']:.1e}"])
+        lines.append([r["name"], f"{r['ms']:.2f}", harness.spread(r["x_silu_runs"]), f"{r['fused_ms']:.2f}",
+                      harness.spread(r["fused_runs"]), f"{r['err']:.1e}", fmt(r.get("plain_ms"), ".2f"),
+                      harness.spread(r.get("plain_runs", []))])
     widths = [max(len(l[i]) for l in lines) for i in range(len(lines[0]))]
+    out = ["  ".join(v.rjust(widths[i]) if i else v.ljust(widths[i]) for i, v in enumerate(l)) for l in lines]
+    out.insert(1, "-" * len(out[0]))
+    return "\n".join(out)
+
+
+def contention_table(by_level: dict[int, list[dict]]) -> str:
+    """Per channel-aware activation: ours/ref (and x SiLU) at each contention level, and contended/idle."""
+    levels = sorted(by_level)
+    head = ["activation"] + [f"ours/ref @{n} burners" for n in levels] + [f"x SiLU @{n}" for n in levels]
+    if len(levels) > 1:
+        head.append(f"ours/ref @{levels[-1]} / @{levels[0]}")
+    lines = [head]
+    for row0 in by_level[levels[0]]:
+        if "over_ref_runs" not in row0:
+            continue
+        rows = [next(r for r in by_level[n] if r["name"] == row0["name"]) for n in levels]
+        line = [row0["name"]] + [harness.spread(r["over_ref_runs"]) for r in rows]
+        line += [harness.spread(r["x_silu_runs"]) for r in rows]
+        if len(levels) > 1:
+            line.append(f"{statistics.median(rows[-1]['over_ref_runs']) / statistics.median(rows[0]['over_ref_runs']):.2f}")
+        lines.append(line)
+    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
     out = ["  ".join(v.rjust(widths[i]) if i else v.ljust(widths[i]) for i, v in enumerate(l)) for l in lines]
     out.insert(1, "-" * len(out[0]))
     return "\n".join(out)
@@ -326,23 +377,23 @@ def fmt(v, spec):
 
 def table(rows: list[dict], with_memory: bool, with_compile: bool) -> str:
     silu_ms = next((r["ms"] for r in rows if r["name"] == "silu"), None)
-    head = ["activation", "fwd+bwd ms", "x SiLU"]
+    head = ["activation", "fwd+bwd ms", "x SiLU [range of runs]"]
     if with_memory:
         head += ["peak MiB", "peak x SiLU", "kept maps"]
-    head += ["ref ms", "ours/ref", "vec ms", "ours/vec", "ref peak MiB", "ref kept", "max rel diff"]
+    head += ["ref ms", "ours/ref [range]", "vec ms", "ours/vec [range]", "ref peak MiB", "ref kept", "max rel diff"]
     if with_compile:
         head += ["compiled ms", "x SiLU"] + (["peak x SiLU", "kept maps"] if with_memory else [])
     lines = [head]
     for r in rows:
-        line = [r["name"], fmt(r["ms"], ".2f"), fmt(r["x_silu"], ".2f")]
+        line = [r["name"], fmt(r["ms"], ".2f"), harness.spread(r["x_silu_runs"])]
         if with_memory:
             line += [fmt(r.get("peak_mib"), ".1f"), fmt(r.get("peak_x_silu"), ".2f"), fmt(r.get("kept_maps"), ".2f")]
         ref, vec = r.get("ref_ms"), r.get("vec_ms")
         line += [
             fmt(ref, ".2f"),
-            fmt(r["ms"] / ref if ref else None, ".2f"),
+            harness.spread(r.get("over_ref_runs", [])),
             fmt(vec, ".2f"),
-            fmt(r["ms"] / vec if vec else None, ".2f"),
+            harness.spread(r.get("over_vec_runs", [])),
             fmt(r.get("ref_peak_mib"), ".1f"),
             fmt(r.get("ref_kept_maps"), ".2f"),
             fmt(r.get("err"), ".1e"),
@@ -372,38 +423,50 @@ def main(argv=None) -> int:
                    "and 8,256,20,20")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="input dtype; bf16/fp16 also autocast")
-    p.add_argument("--reps", type=int, default=10, help="timed repetitions per candidate (median reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
-                   help="wall: elapsed time; cpu: process CPU time (robust on a shared machine with --threads 1)")
+    p.add_argument("--reps", type=int, default=10, help="timed repetitions per candidate and run (median reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first, in every run")
     p.add_argument("--only", default="", help="comma-separated activation names (SiLU always runs)")
     p.add_argument("--quick", action="store_true", help="a short run: 4,32,40,40 and 3 repetitions")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
     p.add_argument("--compile", action="store_true",
                    help="also time the activations' compile=True option (torch.compile'd SiLU as its baseline)")
-    p.add_argument("--no-fused", action="store_true", help="skip the eval-mode fused-vs-unfused table")
+    p.add_argument("--no-fused", action="store_true", help="skip the eval-mode table (fused, plain formula)")
+    harness.add_arguments(p)
+    p.set_defaults(contention="0")
+    p._option_string_actions["--contention"].type = str
+    p._option_string_actions["--contention"].help = "N or N1,N2,...: CPU-burner processes beside the measurement; " \
+        "several levels run one after the other and a last table compares them"
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = harness.pin_threads(args.threads, args.pin)
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
     shapes = args.shape or ([(4, 32, 40, 40)] if args.quick else [(8, 64, 80, 80), (8, 256, 20, 20)])
     if args.quick:
         args.reps, args.warmup = min(args.reps, 3), min(args.warmup, 1)
-    print(f"# benchmarks/activations.py: {machine(device, torch.get_num_threads())}")
+    levels = [int(v) for v in str(args.contention).split(",") if v.strip()]
+    print(f"# benchmarks/activations.py: {harness.settings_line(threads)}")
     print(f"# {args.dtype}{' autocast' if dtype != torch.float32 else ''} on {device}, training mode, {args.clock} "
-          f"clock, median of {args.reps} interleaved repetitions after {args.warmup} warm-up; command: "
-          f"python benchmarks/activations.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+          f"clock, {args.runs} runs x (median of {args.reps} interleaved repetitions after {args.warmup} warm-up); "
+          f"ratios: median of the runs [range]; command: python benchmarks/activations.py "
+          f"{' '.join(argv if argv is not None else sys.argv[1:])}")
     for shape in shapes:
-        t0 = time.perf_counter()
-        rows = bench_size(shape, args, device, dtype)
-        print(f"\n## input {list(shape)} ({time.perf_counter() - t0:.0f} s)")
-        print(table(rows, not args.no_memory, args.compile))
-        if not args.no_fused:
-            print(f"\n## inference (eval, no_grad) of {list(shape)}, before and after fuse()")
-            print(fused_table(bench_fused(shape, args, device, dtype)))
-    print(f"\n# done; {machine(device, torch.get_num_threads())}")
+        by_level = {}
+        for n_burn in levels:
+            with harness.Burners(n_burn):
+                t0 = time.perf_counter()
+                rows = bench_size(shape, args, device, dtype)
+                by_level[n_burn] = rows
+                print(f"\n## input {list(shape)}, {n_burn} burner processes ({time.perf_counter() - t0:.0f} s, "
+                      f"load average {harness.load()})")
+                print(table(rows, not args.no_memory, args.compile))
+                if not args.no_fused:
+                    print(f"\n## inference (eval, no_grad) of {list(shape)}, {n_burn} burner processes: fuse(), "
+                          f"and our path against the plain formula")
+                    print(fused_table(bench_fused(shape, args, device, dtype)))
+        if len(levels) > 1:
+            print(f"\n## {list(shape)}: contention (ratios measured side by side within each level)")
+            print(contention_table(by_level))
+    print(f"\n# done; {harness.settings_line(threads)}")
     return 0
 
 

@@ -205,7 +205,6 @@ REFS = {
     "glu": lambda m, x: x[:, : x.shape[1] // 2] * _sig(x[:, x.shape[1] // 2 :]),
     "export_silu": lambda m, x: x * _sig(x),
     "export_hard_swish": lambda m, x: x * torch.clamp(x + 3, 0.0, 6.0) / 6,
-    "memory_efficient_mish": lambda m, x: x * _tanh(_softplus(x)),
     "frelu": ref_frelu,
     "acon_c": ref_acon_c,
     "meta_acon_c": _external("ref_meta_acon_c"),
@@ -313,7 +312,9 @@ def test_gradcheck_float64(info, mode):
     assert torch.autograd.gradcheck(m, (randn((2, C, 3, 3), seed=5).requires_grad_(),), eps=1e-6, atol=1e-5, rtol=1e-3)
 
 
-def test_memory_efficient_mish_saves_only_input():
+def test_memory_efficient_mish_is_mish_and_saves_only_input():
+    """``memory_efficient_mish`` is an alias of ``mish``: nn.Mish already keeps only its input (docs/performance.md)."""
+    assert get_activation_info("memory_efficient_mish").name == "mish"
     saved = []
 
     def pack(t):
@@ -328,6 +329,16 @@ def test_memory_efficient_mish_saves_only_input():
     xr = x.detach().clone().requires_grad_()
     F.mish(xr).sum().backward()
     torch.testing.assert_close(x.grad, xr.grad)
+
+
+def test_old_memory_efficient_mish_pickles_still_load():
+    from yolo_act_swap.activations.export import MemoryEfficientMish
+
+    old = MemoryEfficientMish.__new__(MemoryEfficientMish)
+    nn.Module.__init__(old)  # what an instance of the former class carried: no ``inplace`` attribute
+    m = pickle.loads(pickle.dumps(old))
+    x = randn(dtype=torch.float32)
+    torch.testing.assert_close(m(x), F.mish(x))
 
 
 # --- shapes, modes, batch size 1 --------------------------------------------------------------------------------------
@@ -396,6 +407,39 @@ def test_bf16_autocast_finite(info, in_dtype):
     assert torch.isfinite(x.grad).all(), "non-finite input gradient under bf16 autocast"
     for n, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"non-finite gradient for {n} under bf16 autocast"
+
+
+# --- channels_last ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("info", INFOS, ids=IDS)
+def test_channels_last_in_and_out(info, mode, monkeypatch):
+    """A channels_last input gives a channels_last output and input gradient with the same values as NCHW."""
+    from yolo_act_swap.activations import frelu
+
+    monkeypatch.setattr(frelu, "RECOMPUTE_MIN_ELEMENTS", 0)  # FReLU's fused function too, not only the small path
+    m = build(info).double().train(mode == "train")
+    m_cl = copy.deepcopy(m)
+    x = randn((2, C, 6, 5))
+    w = randn((2, C, 6, 5), seed=2)
+    if info.name in RANDOM_IN_TRAINING and mode == "train":
+        torch.manual_seed(5)
+    xa = x.clone().requires_grad_()
+    ya = m(xa)
+    (ya * w[:, : ya.shape[1]]).sum().backward()
+    if info.name in RANDOM_IN_TRAINING and mode == "train":
+        torch.manual_seed(5)
+    xb = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    yb = m_cl(xb)
+    (yb * w[:, : yb.shape[1]]).sum().backward()
+    if info.shape_preserving and ya.shape[1] == C:
+        assert yb.is_contiguous(memory_format=torch.channels_last), f"{info.name} returned NCHW for channels_last"
+        assert xb.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(yb, ya, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(xb.grad, xa.grad, atol=1e-9, rtol=1e-9)
+    for (n, p), (_, q) in zip(m.named_parameters(), m_cl.named_parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-9, rtol=1e-9, msg=lambda s: f"{n}: {s}")
 
 
 # --- ONNX -------------------------------------------------------------------------------------------------------------

@@ -416,3 +416,88 @@ def test_inference_path_matches_reference(name, kwargs, train):
             y = m(x)
             yr = ref_fn(name)(mr, x)
         torch.testing.assert_close(y, yr, atol=1e-10, rtol=1e-8)
+
+
+@pytest.fixture
+def two_workers(monkeypatch):
+    """Two torch threads and tiny blocks: the block functions run on the worker pool (``functional.run_blocks``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setattr(functional, "CHUNK_ELEMENTS", 12)
+    monkeypatch.setattr(functional, "MIN_CHUNK_ELEMENTS", 1)
+    if not functional.pool_workers(torch.device("cpu"), 4):
+        pytest.skip("torch's parallel backend is not OpenMP: blocks run in the calling thread")
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name,kwargs", CASES, ids=IDS)
+def test_worker_pool_matches_reference(name, kwargs, train, two_workers):
+    """Blocks shared out to the pool's workers (one join per pass) give the reference's numbers, in both layouts."""
+    compare(name, kwargs, (3, C, 3, 4), train)
+    m = build(name, **kwargs).to(torch.float64).train(train)
+    x = torch.randn(3, C, 4, 5, dtype=torch.float64)
+    with torch.no_grad():
+        y, y_cl = copy.deepcopy(m)(x), copy.deepcopy(m)(x.contiguous(memory_format=torch.channels_last))
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y_cl, y, atol=1e-12, rtol=1e-12)
+
+
+def test_worker_pool_leaves_the_thread_settings_alone(two_workers):
+    """The pool's workers run single-threaded without changing the caller's thread count or the default of threads
+    started later."""
+    import threading
+
+    functional.run_blocks(lambda b: torch.ones(4).sum(), [0, 1, 2, 3], torch.device("cpu"))
+    assert torch.get_num_threads() == 2
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert seen == [2]
+    workers = functional.run_blocks(lambda b: torch.get_num_threads(), [0, 1, 2, 3], torch.device("cpu"))
+    assert workers == [1, 1, 1, 1]
+
+
+# --- exported graphs ----------------------------------------------------------------------------------------------
+
+
+def _export_nodes(m, x):
+    """ONNX node types of ``m`` exported with dynamic batch/height/width, and ONNX Runtime's output on ``x``."""
+    import io
+    import inspect
+    import warnings
+    from collections import Counter
+
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    f = io.BytesIO()
+    axes = {0: "batch", 2: "height", 3: "width"}
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), f, opset_version=17, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": axes, "y": axes}, **legacy)
+    nodes = Counter(n.op_type for n in onnx.load_from_string(f.getvalue()).graph.node)
+    sess = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
+    return nodes, torch.from_numpy(sess.run(None, {"x": x.numpy()})[0])
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,most",
+    [("acon_c", {}, 5), ("dy_relu_a", {}, 18), ("dy_relu_b", {}, 18), ("dy_relu_b", {"k": 3}, 22)],
+    ids=["acon_c", "dy_relu_a", "dy_relu_b", "dy_relu_b-k=3"],
+)
+def test_export_graph_is_lean_and_equal(name, kwargs, most):
+    """ACON-C exports as Mul, Sigmoid, Mul, Add, Mul; DY-ReLU A/B as one coefficient Reshape + Split and K Mul+Add
+    pieces (no Shape/Gather/Slice/Unsqueeze chains: formerly 55 nodes for B); outputs equal within 1e-4."""
+    m = build(name, 16, **kwargs).eval()
+    x = torch.randn(2, 16, 10, 12)
+    nodes, y_ort = _export_nodes(m, x)
+    assert sum(nodes.values()) <= most, dict(nodes)
+    assert not {"Gather", "Slice", "Unsqueeze", "Shape", "Concat"} & set(nodes), dict(nodes)
+    with torch.no_grad():
+        torch.testing.assert_close(y_ort, m(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(m.export_forward(x) if hasattr(m, "export_forward") else m(x), m(x),
+                                   atol=1e-5, rtol=1e-5)

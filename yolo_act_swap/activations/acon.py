@@ -13,7 +13,19 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .functional import as_bool, batch_norm, chunk_slices, compiled, compute_dtype, exporting, fold_bn, global_avg_pool
+from .functional import (
+    as_bool,
+    batch_norm,
+    chunk_slices,
+    compiled,
+    compute_dtype,
+    exporting,
+    fold_bn,
+    global_avg_pool,
+    planes,
+    run_blocks,
+    same_layout,
+)
 from .registry import register_activation
 
 __all__ = ["AconC", "MetaAconC", "acon_formula"]
@@ -39,17 +51,20 @@ class _AconFunction(torch.autograd.Function):
         y = torch.empty_like(x, memory_format=torch.contiguous_format)
         y3 = y.view(n, c, h * w)
         same = cdt == x.dtype
-        with torch.autocast(x.device.type, enabled=False):
-            for ns, cs in chunk_slices(x3):
-                xs = x3[ns, cs] if same else x3[ns, cs].to(cdt)
-                bd, d, p2c = (coef[:, cs] if shared else coef[ns, cs]).unbind(-1)
-                s = torch.mul(xs, bd).sigmoid_()
-                if same:  # x (d s + p2), straight into the output block
-                    torch.addcmul(p2c, s, d, out=y3[ns, cs]).mul_(xs)
-                else:
-                    y3[ns, cs] = torch.addcmul(p2c, s, d).mul_(xs)
+
+        def block(ns_cs):
+            ns, cs = ns_cs
+            xs = x3[ns, cs] if same else x3[ns, cs].to(cdt)
+            bd, d, p2c = (coef[:, cs] if shared else coef[ns, cs]).unbind(-1)
+            s = torch.mul(xs, bd).sigmoid_()
+            if same:  # x (d s + p2), straight into the output block
+                torch.addcmul(p2c, s, d, out=y3[ns, cs]).mul_(xs)
+            else:
+                y3[ns, cs] = torch.addcmul(p2c, s, d).mul_(xs)
+
+        run_blocks(block, chunk_slices(x3), x.device)
         ctx.save_for_backward(x, p1, p2, beta)
-        return y
+        return same_layout(y, x)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -65,7 +80,9 @@ class _AconFunction(torch.autograd.Function):
         same = cdt == x.dtype
         # per (sample, channel): sum_hw g x, sum_hw g x q with q = d/du [u sigmoid(beta u)], sum_hw g x^2 s (1 - s)
         sums = torch.zeros(n, c, 3, dtype=cdt, device=x.device)
-        for ns, cs in chunk_slices(x3):
+
+        def block(ns_cs):
+            ns, cs = ns_cs
             xs, gs = (x3[ns, cs], g3[ns, cs]) if same else (x3[ns, cs].to(cdt), g3[ns, cs].to(cdt))
             bd, d, p2c = (coef[:, cs] if shared else coef[ns, cs]).unbind(-1)
             v = torch.mul(xs, bd)  # beta u
@@ -79,6 +96,8 @@ class _AconFunction(torch.autograd.Function):
                     torch.addcmul(p2c, q, d, out=gx3[ns, cs]).mul_(gs)
                 else:
                     gx3[ns, cs] = torch.addcmul(p2c, q, d).mul_(gs)
+
+        run_blocks(block, chunk_slices(x3), x.device)
         dd = (p1 - p2).to(cdt).reshape(1, c)
         g_p1 = sums[..., 1]
         g_p2 = sums[..., 0] - sums[..., 1]
@@ -91,7 +110,7 @@ class _AconFunction(torch.autograd.Function):
 
         need = ctx.needs_input_grad
         return (
-            gx,
+            same_layout(gx, x) if gx is not None else None,
             _as(g_p1, p1) if need[1] else None,
             _as(g_p2, p2) if need[2] else None,
             _as(g_beta, beta) if need[3] else None,
@@ -105,10 +124,31 @@ def acon_formula(x: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, beta: torc
 
 
 def _acon_inference(x, p1, p2, beta):
-    """The forward alone (no graph): one output buffer, updated in place."""
+    """The forward alone (no graph), in one pass over memory: cache-sized blocks, each finished before the next.
+
+    NCHW-contiguous and channels_last inputs run block by block (the result has the input's layout); other layouts
+    run the same in-place ops on the whole tensor.
+    """
     d = (p1 - p2).to(x.dtype)
-    y = torch.mul(x, beta.to(x.dtype) * d).sigmoid_()
-    return y.mul_(d).add_(p2.to(x.dtype)).mul_(x)
+    bd = beta.to(x.dtype) * d
+    p2 = p2.to(x.dtype)
+    view = planes(x) if x.dim() == 4 and x.device.type == "cpu" else None
+    if view is None:
+        return torch.mul(x, bd).sigmoid_().mul_(d).add_(p2).mul_(x)
+    x3, per_channel, nchw = view
+    bd3, d3, p23 = (per_channel(t) for t in torch.broadcast_tensors(bd, d, p2))
+    shared = bd3.shape[0] == 1
+    y = torch.empty_like(x)
+    y3 = planes(y)[0]
+
+    def block(ns_ms):
+        ns, ms = ns_ms
+        i = (slice(None) if shared else ns, ms) if nchw else (slice(None) if shared else ns,)
+        xs, out = x3[ns, ms], y3[ns, ms]
+        torch.mul(xs, bd3[i], out=out).sigmoid_().mul_(d3[i]).add_(p23[i]).mul_(xs)
+
+    run_blocks(block, chunk_slices(x3), x.device)
+    return y
 
 
 def _acon(x, p1, p2, beta, compile=False):

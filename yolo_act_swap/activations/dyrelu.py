@@ -31,10 +31,13 @@ from .functional import (
     batch_norm,
     bn_momentum,
     bn_uses_batch_stats,
+    chunk_slices,
     compiled,
     exporting,
     fold_bn,
     global_avg_pool,
+    planes,
+    run_blocks,
 )
 from .registry import register_activation
 
@@ -44,12 +47,40 @@ LAMBDA_A, LAMBDA_B = 1.0, 0.5  # the paper's residual ranges for the slopes and 
 
 
 def _dy_relu_inference(x, a, b, pi):
-    """The forward alone (no graph): a running max in one output buffer, no K-expanded tensor."""
-    a4, b4 = a.to(x.dtype)[..., None, None], b.to(x.dtype)[..., None, None]  # (N, 1|C, K, 1, 1)
-    y = torch.addcmul(b4[:, :, 0], x, a4[:, :, 0])
-    for i in range(1, a.shape[-1]):
-        torch.maximum(y, torch.addcmul(b4[:, :, i], x, a4[:, :, i]), out=y)
-    return y.mul_(pi.to(x.dtype)) if pi is not None else y
+    """The forward alone (no graph): a running max in one output buffer, no K-expanded tensor; on CPU in cache-sized
+    blocks (one pass over memory, the result in the input's layout, NCHW or channels_last)."""
+    k = a.shape[-1]
+    view = planes(x) if x.device.type == "cpu" else None
+    if view is None:
+        a4, b4 = a.to(x.dtype)[..., None, None], b.to(x.dtype)[..., None, None]  # (N, 1|C, K, 1, 1)
+        y = torch.addcmul(b4[:, :, 0], x, a4[:, :, 0])
+        for i in range(1, k):
+            torch.maximum(y, torch.addcmul(b4[:, :, i], x, a4[:, :, i]), out=y)
+        return y.mul_(pi.to(x.dtype)) if pi is not None else y
+    x3, per_channel, nchw = view
+    n, c = x.shape[:2]
+    coef = torch.cat([a, b], -1).to(x.dtype).expand(n, c, 2 * k)  # (N, C, 2K)
+    cf3 = [per_channel(t) for t in coef.unbind(-1)]  # 2K tensors (N, C, 1) or (N, 1, C)
+    pi3 = planes(pi.to(x.dtype).contiguous(memory_format=torch.contiguous_format))[0] if pi is not None else None
+    if pi3 is not None and not nchw:
+        pi3 = pi3.reshape(n, -1, 1)  # (N, HW, 1) against (N, HW, C)
+    y = torch.empty_like(x)
+    y3 = planes(y)[0]
+
+    def block(ns_ms):
+        ns, ms = ns_ms
+        i = (ns, ms) if nchw else (ns,)
+        xs, out = x3[ns, ms], y3[ns, ms]
+        torch.addcmul(cf3[k][i], xs, cf3[0][i], out=out)
+        if k > 1:
+            t = torch.empty_like(xs)
+            for j in range(1, k):
+                torch.maximum(out, torch.addcmul(cf3[k + j][i], xs, cf3[j][i], out=t), out=out)
+        if pi3 is not None:
+            out.mul_(pi3[ns] if nchw else pi3[ns, ms])
+
+    run_blocks(block, chunk_slices(x3), x.device)
+    return y
 
 
 def dy_relu_formula(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, pi: torch.Tensor | None = None) -> torch.Tensor:
@@ -140,11 +171,30 @@ class DyReLU(nn.Module):
         p = torch.softmax(z.reshape(n, h * w) / self.temperature, dim=1) * (self.gamma * h * w)
         return p.clamp(max=1.0).view(n, 1, h, w)
 
+    def export_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward as a lean graph for ONNX and tracing: no shape arithmetic, no per-piece Gather/Slice/Unsqueeze.
+
+        ``a_k, b_k = init + lambda (2 sigmoid(fc2(...)) - 1)`` is one Mul and one Add with constant vectors, the
+        (N, G*2K) result is reshaped once to (N, G, 2K, 1) (constant target shape) and split into 2K (N, G, 1, 1)
+        coefficient maps by one Split node; then K Mul+Add pieces and K-1 Max.
+        """
+        k, groups = self.k, self.fc2.out_features // (2 * self.k)
+        t = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))
+        lam = torch.cat([torch.full((k,), LAMBDA_A), torch.full((k,), LAMBDA_B)]).to(t)
+        init = torch.cat([self.init_a, self.init_b]).to(t)
+        coef = t.view(-1, groups, 2 * k, 1) * (2 * lam).view(-1, 1) + (init - lam).view(-1, 1)
+        cf = torch.split(coef, 1, dim=2)  # 2K maps (N, G, 1, 1): a_0..a_K-1, b_0..b_K-1
+        y = x * cf[0] + cf[k]
+        for i in range(1, k):
+            y = torch.maximum(y, x * cf[i] + cf[k + i])
+        pi = self.spatial_attention(x)
+        return y * pi if pi is not None else y
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply DY-ReLU to an (N, C, H, W) tensor."""
-        a, b = self.coefficients(x)
         if exporting():
-            return dy_relu_formula(x, a, b, self.spatial_attention(x))
+            return self.export_forward(x)
+        a, b = self.coefficients(x)
         if self.use_compile:
             return compiled(dy_relu_formula)(x, a, b, self.spatial_attention(x))
         if not torch.is_grad_enabled():

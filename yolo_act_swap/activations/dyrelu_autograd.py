@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .functional import chunk_slices, compute_dtype
+from .functional import chunk_slices, compute_dtype, run_blocks, same_layout
 
 __all__ = ["DyReLUFunction", "Spatial"]
 
@@ -119,11 +119,15 @@ def _attention_backward(attention, gpi, x3, gx3, sp_weight, has_sp_bias, need, c
     wv = sp_weight.to(cdt).view(1, c, 1)
     if gx3 is not None:
         same = cdt == x3.dtype
-        for ns, cs in chunk_slices(x3):
+
+        def block(ns_cs):
+            ns, cs = ns_cs
             if same:
                 gx3[ns, cs].addcmul_(gz[ns], wv[:, cs])
             else:
                 gx3[ns, cs] = (gx3[ns, cs].to(cdt)).addcmul_(gz[ns], wv[:, cs])
+
+        run_blocks(block, chunk_slices(x3), x3.device)
     g_spw = g_spb = None
     if need[4]:
         g_spw = torch.matmul(x3, gz.transpose(1, 2).to(x3.dtype)).sum(0)  # sum_{n,hw} gz * x, per channel
@@ -166,28 +170,31 @@ class DyReLUFunction(torch.autograd.Function):
         y3 = y.view(n, c, h * w)
         idx = torch.empty(x3.shape, dtype=torch.uint8, device=x.device) if k > 2 else None
         same = cdt == x.dtype
-        with torch.autocast(x.device.type, enabled=False):
-            for ns, cs in chunk_slices(x3):
-                xs = x3[ns, cs] if same else x3[ns, cs].to(cdt)
-                cf = (coef[ns] if shared else coef[ns, cs]).unbind(-1)  # a_0..a_K-1, b_0..b_K-1
-                out = torch.addcmul(cf[k], xs, cf[0], out=y3[ns, cs] if same else None)
-                if k == 2:
-                    torch.maximum(out, torch.addcmul(cf[3], xs, cf[1]), out=out)
-                elif k > 2:  # running max with the winner's index
-                    ids = torch.zeros(xs.shape, dtype=torch.uint8, device=x.device)
-                    for i in range(1, k):
-                        t = torch.addcmul(cf[k + i], xs, cf[i])
-                        m = torch.gt(t, out)
-                        torch.maximum(out, t, out=out)
-                        ids.masked_fill_(m, i)
-                    idx[ns, cs] = ids
-                if pi3 is not None:
-                    out.mul_(pi3[ns])
-                if not same:
-                    y3[ns, cs] = out
+
+        def block(ns_cs):
+            ns, cs = ns_cs
+            xs = x3[ns, cs] if same else x3[ns, cs].to(cdt)
+            cf = (coef[ns] if shared else coef[ns, cs]).unbind(-1)  # a_0..a_K-1, b_0..b_K-1
+            out = torch.addcmul(cf[k], xs, cf[0], out=y3[ns, cs] if same else None)
+            if k == 2:
+                torch.maximum(out, torch.addcmul(cf[3], xs, cf[1]), out=out)
+            elif k > 2:  # running max with the winner's index
+                ids = torch.zeros(xs.shape, dtype=torch.uint8, device=x.device)
+                for i in range(1, k):
+                    t = torch.addcmul(cf[k + i], xs, cf[i])
+                    m = torch.gt(t, out)
+                    torch.maximum(out, t, out=out)
+                    ids.masked_fill_(m, i)
+                idx[ns, cs] = ids
+            if pi3 is not None:
+                out.mul_(pi3[ns])
+            if not same:
+                y3[ns, cs] = out
+
+        run_blocks(block, chunk_slices(x3), x.device)
         ctx.save_for_backward(x, a, b, pi, idx, sp_weight)
         ctx.has_sp_bias = sp_bias is not None
-        return y
+        return same_layout(y, x)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -209,7 +216,9 @@ class DyReLUFunction(torch.autograd.Function):
         sums = torch.zeros(n, c, 2 * k, dtype=cdt, device=x.device)
         gpi = torch.zeros(n, 1, h * w, dtype=cdt, device=x.device) if need_pi else None
         same = cdt == x.dtype
-        for ns, cs in chunk_slices(x3):
+
+        def block(ns_cs):
+            ns, cs = ns_cs
             xs, gs = (x3[ns, cs], g3[ns, cs]) if same else (x3[ns, cs].to(cdt), g3[ns, cs].to(cdt))
             cf = (coef[ns] if shared else coef[ns, cs]).unbind(-1)
             gp = gs * pi3[ns] if pi3 is not None else gs  # gradient w.r.t. the un-attended output
@@ -218,8 +227,12 @@ class DyReLUFunction(torch.autograd.Function):
             sums[ns, cs], yb = _piece_block(k, xs, gp, cf, ids, gxs, need_pi)
             if gxs is not None and not same:
                 gx3[ns, cs] = gxs
-            if yb is not None:
-                gpi[ns] += yb.mul_(gs).sum(1, keepdim=True)
+            return yb.mul_(gs).sum(1, keepdim=True) if yb is not None else None  # this block's part of gpi[ns]
+
+        blocks = chunk_slices(x3)
+        for (ns, _), part in zip(blocks, run_blocks(block, blocks, x.device)):
+            if part is not None:
+                gpi[ns] += part
         ga, gb = _coef_grads(sums, k, a)
         g_spw = g_spb = g_bnw = g_bnb = None
         if ctx.attention is not None:  # backprop through the attention tail, then the 1x1 conv, into gx
@@ -227,7 +240,7 @@ class DyReLUFunction(torch.autograd.Function):
                 ctx.attention, gpi, x3, gx3, sp_weight, ctx.has_sp_bias, need, cdt
             )
         return (
-            gx,
+            same_layout(gx, x) if gx is not None else None,
             ga.to(a.dtype) if need[1] else None,
             gb.to(b.dtype) if need[2] else None,
             gpi.view(n, 1, h, w).to(pi.dtype) if need_pi and need[3] else None,

@@ -24,6 +24,7 @@ from .functional import (
     compute_dtype,
     exporting,
     fold_bn,
+    run_blocks,
 )
 from .registry import register_activation
 
@@ -70,10 +71,13 @@ class _FReLUFunction(torch.autograd.Function):
         need = ctx.needs_input_grad
         n, ch, h, w = x.shape
         cdt = compute_dtype(x.dtype)
-        g = g.contiguous()
         wx = weight.to(x.dtype)
         if c is None:  # recompute the funnel conv instead of having kept it
             c = F.conv2d(x, wx, None if bias is None else bias.to(x.dtype), 1, padding, 1, ch)
+        nchw = x.is_contiguous() and c.is_contiguous() and mask.is_contiguous()
+        g = g.contiguous() if nchw else g.contiguous(memory_format=torch.channels_last)
+        if not nchw:  # channels_last (the depthwise conv's fast layout): whole-tensor ops in that layout
+            return _frelu_backward_whole(x, g, c, mask, wx, weight, bias, bn_weight, mean, invstd, padding, need, cdt)
         # 3-D (N, C, HW) views: long inner loops for the elementwise work; 4-D blocks only for the conv
         x3, g3, c3, m3 = (t.view(n, ch, h * w) for t in (x, g, c, mask.view(torch.uint8)))
         blocks = chunk_slices(x3)
@@ -81,29 +85,28 @@ class _FReLUFunction(torch.autograd.Function):
         def funnel_grad(ns, cs):  # g where the funnel branch won, else 0 (a uint8 -> float copy beats torch.where)
             return torch.empty(m3[ns, cs].shape, dtype=cdt, device=x.device).copy_(m3[ns, cs]).mul_(g3[ns, cs])
 
+        def bn_sums(ns_cs):  # per channel: sum of the BN output gradient, and of it times the conv output
+            ns, cs = ns_cs
+            gt = funnel_grad(ns, cs)
+            return gt.sum((0, 2)), gt.mul_(c3[ns, cs]).sum((0, 2))
+
         s1 = torch.zeros(ch, dtype=cdt, device=x.device)  # sum of the BN output gradient, per channel
         s2 = torch.zeros_like(s1)  # sum of (BN output gradient) * (conv output), per channel
-        for ns, cs in blocks:
-            gt = funnel_grad(ns, cs)
-            s1[cs] += gt.sum((0, 2))
-            s2[cs] += gt.mul_(c3[ns, cs]).sum((0, 2))
-        mu, inv = mean.to(cdt), invstd.to(cdt)
-        s2 = (s2 - mu * s1) * inv  # sum of gt * c_hat
-        m = n * h * w
-        k = bn_weight.to(cdt) * inv  # dL/dc = k (gt - s1/m - c_hat s2/m) = k gt + a c + b
-        a = (-k * inv * s2 / m).view(1, ch, 1)
-        b = (k * (inv * s2 * mu - s1) / m).view(1, ch, 1)
-        k = k.view(1, ch, 1)
+        for (_, cs), (p1, p2) in zip(blocks, run_blocks(bn_sums, blocks, x.device)):
+            s1[cs] += p1
+            s2[cs] += p2
+        k, a, b, s2 = _bn_backward_coefs(s1, s2, mean, invstd, bn_weight, n * h * w, cdt)
+        a, b, k = (t.view(1, ch, 1) for t in (a, b, k))
         gx = torch.empty_like(x, memory_format=torch.contiguous_format) if need[0] else None
         gx3 = gx.view(n, ch, h * w) if gx is not None else None
-        gw = torch.zeros(weight.shape, dtype=cdt, device=x.device) if need[1] else None
-        gb = torch.zeros(ch, dtype=cdt, device=x.device) if need[2] and has_bias else None
-        for ns, cs in blocks:
+        mask_w = [gx is not None, need[1], need[2] and has_bias]
+
+        def conv_back(ns_cs):
+            ns, cs = ns_cs
             gt = funnel_grad(ns, cs)
             gc = torch.addcmul(b[:, cs], c3[ns, cs], a[:, cs]).addcmul_(gt, k[:, cs])
             gxc, gwc, gbc = _conv_backward(
-                gc.to(x.dtype).view(x[ns, cs].shape), x[ns, cs], wx[cs], has_bias, padding, cs.stop - cs.start,
-                [gx is not None, gw is not None, gb is not None],
+                gc.to(x.dtype).view(x[ns, cs].shape), x[ns, cs], wx[cs], has_bias, padding, cs.stop - cs.start, mask_w
             )
             if gx is not None:  # conv branch + identity branch (g where x won)
                 gxc = gxc.view(gt.shape)
@@ -111,18 +114,54 @@ class _FReLUFunction(torch.autograd.Function):
                     torch.add(gxc, g3[ns, cs], out=gx3[ns, cs]).sub_(gt)
                 else:
                     gx3[ns, cs] = gxc.to(cdt).add_(g3[ns, cs]).sub_(gt)
+            return gwc, gbc
+
+        gw = torch.zeros(weight.shape, dtype=cdt, device=x.device) if need[1] else None
+        gb = torch.zeros(ch, dtype=cdt, device=x.device) if need[2] and has_bias else None
+        for (_, cs), (gwc, gbc) in zip(blocks, run_blocks(conv_back, blocks, x.device)):
             if gw is not None:
                 gw[cs] += gwc
             if gb is not None:
                 gb[cs] += gbc
-        return (
-            gx,
-            gw.to(weight.dtype) if gw is not None else None,
-            gb.to(bias.dtype) if gb is not None else None,
-            s2.to(bn_weight.dtype) if need[3] else None,
-            s1.to(bn_weight.dtype) if need[4] else None,
-            None, None, None, None, None,
-        )
+        return _frelu_grads(gx, gw, gb, s1, s2, weight, bias, bn_weight, need)
+
+
+def _bn_backward_coefs(s1, s2, mean, invstd, bn_weight, m: int, cdt):
+    """From the per-channel sums of ``gt`` and ``gt * c``: ``dL/dc = k gt + a c + b`` (batch-statistics BN), and the
+    BN weight's gradient ``sum gt * c_hat``. Returns (k, a, b, s2_hat), each (C,)."""
+    mu, inv = mean.to(cdt), invstd.to(cdt)
+    s2 = (s2 - mu * s1) * inv  # sum of gt * c_hat
+    k = bn_weight.to(cdt) * inv
+    a = -k * inv * s2 / m
+    b = k * (inv * s2 * mu - s1) / m
+    return k, a, b, s2
+
+
+def _frelu_grads(gx, gw, gb, s1, s2, weight, bias, bn_weight, need):
+    return (
+        gx,
+        gw.to(weight.dtype) if gw is not None else None,
+        gb.to(bias.dtype) if gb is not None else None,
+        s2.to(bn_weight.dtype) if need[3] else None,
+        s1.to(bn_weight.dtype) if need[4] else None,
+        None, None, None, None, None,
+    )
+
+
+def _frelu_backward_whole(x, g, c, mask, wx, weight, bias, bn_weight, mean, invstd, padding, need, cdt):
+    """FReLU's backward on whole channels_last tensors: a dozen large ops, results in channels_last."""
+    n, ch, h, w = x.shape
+    gt = torch.empty_like(g, dtype=cdt).copy_(mask.view(torch.uint8)).mul_(g)  # g where the funnel branch won
+    s1 = gt.sum((0, 2, 3))
+    s2 = torch.mul(gt, c).sum((0, 2, 3))
+    k, a, b, s2 = _bn_backward_coefs(s1, s2, mean, invstd, bn_weight, n * h * w, cdt)
+    gc = torch.addcmul(b.view(1, ch, 1, 1), c, a.view(1, ch, 1, 1)).addcmul_(gt, k.view(1, ch, 1, 1))
+    has_bias = bias is not None
+    gxc, gw, gb = _conv_backward(
+        gc.to(x.dtype), x, wx, has_bias, padding, ch, [bool(need[0]), bool(need[1]), bool(need[2] and has_bias)]
+    )
+    gx = gxc.add_(g).sub_(gt) if need[0] else None
+    return _frelu_grads(gx, gw, gb, s1, s2, weight, bias, bn_weight, need)
 
 
 class _MaskedMax(torch.autograd.Function):

@@ -4,12 +4,16 @@ The families import this module and the registry, never each other:
 
 - switches: ``as_bool`` (boolean keywords that arrive as text), ``exporting`` / ``plain_ops`` (when to run plain ops);
 - BatchNorm: ``bn_uses_batch_stats``, ``bn_momentum``, ``batch_norm`` (batch-size-1 safe) and ``fold_bn``;
-- chunking: ``chunk_slices`` and ``compute_dtype`` for the hand-written autograd functions that work through a
-  feature map in cache-sized blocks;
+- chunking: ``chunk_slices``, ``run_blocks`` and ``compute_dtype`` for the hand-written autograd functions that work
+  through a feature map in cache-sized blocks (on CPU, single-threaded blocks shared out to a small worker pool);
 - ``global_avg_pool`` with a memory-lean backward, and ``compiled`` (the ``compile=True`` option's cache).
 """
 
 from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn as nn
@@ -30,6 +34,9 @@ __all__ = [
     "fold_bn",
     "global_avg_pool",
     "plain_ops",
+    "run_blocks",
+    "same_layout",
+    "planes",
 ]
 
 
@@ -120,22 +127,21 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 # Chunked elementwise work, global average pooling, torch.compile
 # ---------------------------------------------------------------------------------------------------------------------
-CHUNK_ELEMENTS = 1 << 18  # elements per CPU thread per work chunk (1 MiB of float32): its share stays in cache
-MIN_CHUNK_ELEMENTS = 1 << 16  # below this, per-op overhead outweighs the smaller temporaries
+CHUNK_ELEMENTS = 1 << 18  # elements per work block (1 MiB of float32): a block's temporaries stay in a core's cache
+MIN_CHUNK_ELEMENTS = 1 << 15  # below this, per-op overhead outweighs the smaller temporaries
 
 
 def chunk_slices(x3: torch.Tensor, target: int | None = None):
     """Split an (N, C, L) tensor into (sample-slice, channel-slice) blocks of about ``target`` elements.
 
-    The default target is ``CHUNK_ELEMENTS`` per intra-op thread, so that each core's share of a block stays in cache.
-
-    Blocks hold whole samples when a sample is small, else channel ranges of one sample. A block is at most an eighth of
-    the tensor (but not under ``MIN_CHUNK_ELEMENTS``), so temporaries stay a small fraction of a feature map on small
-    maps too. On non-CPU devices one block covers the whole tensor (kernel launches, not caches, are the cost there).
+    Blocks hold whole (N, C) planes: whole samples when a sample is small, else channel ranges of one sample. A block is
+    at most an eighth of the tensor (but not under ``MIN_CHUNK_ELEMENTS``), so that temporaries stay small and, on CPU,
+    ``run_blocks`` has several blocks per worker to balance. On non-CPU devices one block covers the whole tensor
+    (kernel launches, not caches, are the cost there).
 
     Args:
         x3 (torch.Tensor): tensor of shape (N, C, L).
-        target (int, optional): elements per block; defaults to ``CHUNK_ELEMENTS`` times the intra-op threads.
+        target (int, optional): elements per block; defaults to ``CHUNK_ELEMENTS``.
 
     Returns:
         (list[tuple[slice, slice]]): blocks covering the tensor in memory order.
@@ -143,13 +149,108 @@ def chunk_slices(x3: torch.Tensor, target: int | None = None):
     n, c, length = x3.shape
     if x3.device.type != "cpu":
         return [(slice(0, n), slice(0, c))]
-    target = min(target or CHUNK_ELEMENTS * torch.get_num_threads(), max(x3.numel() // 8, MIN_CHUNK_ELEMENTS))
+    target = min(target or CHUNK_ELEMENTS, max(x3.numel() // 8, MIN_CHUNK_ELEMENTS))
     per_sample = max(c * length, 1)
     if per_sample <= target:
         step = max(target // per_sample, 1)
         return [(slice(i, min(i + step, n)), slice(0, c)) for i in range(0, n, step)]
     cstep = max(target // max(length, 1), 1)
     return [(slice(i, i + 1), slice(j, min(j + cstep, c))) for i in range(n) for j in range(0, c, cstep)]
+
+
+# Why a worker pool: run block by block with torch's own intra-op threads, every elementwise op of every block is a
+# parallel region that waits for its slowest thread. On a loaded machine (dataloader workers, other jobs) one thread of
+# the team is often descheduled, and each of the hundreds of small regions then costs a scheduler time slice: DY-ReLU-B
+# went from 0.15x to 3x the reference. Here each block runs single-threaded on one of ``torch.get_num_threads()``
+# worker threads that take blocks from a shared queue, so a busy core simply does fewer blocks: the whole pass has one
+# join instead of one per op. torch's ops release the GIL, so the workers run in parallel.
+_POOL_LOCK = threading.Lock()
+_POOL: dict = {}  # (pid, workers) -> executor; rebuilt after a fork (the child has none of the parent's threads)
+_IN_WORKER = threading.local()
+_PER_THREAD_SETTINGS = "OpenMP" in torch.__config__.parallel_info()  # set_num_threads(1) then binds one thread only
+
+
+def _after_fork_in_child() -> None:  # the child has none of the parent's pool threads, and maybe a held lock
+    global _POOL_LOCK
+    _POOL_LOCK = threading.Lock()
+    _POOL.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _worker_init() -> None:
+    torch.get_num_threads()  # torch's lazy per-thread init first (it would later reset the count to the default)
+    torch.set_num_threads(1)
+    _IN_WORKER.active = True
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    key = (os.getpid(), workers)
+    with _POOL_LOCK:
+        if key not in _POOL:
+            threads = torch.get_num_threads()
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="yas-act", initializer=_worker_init)
+            # start every worker now, then restore this thread's count: torch.set_num_threads also stores the
+            # process-wide default that threads created later start with, and a worker's 1 must not become it
+            barrier = threading.Barrier(workers)
+            for f in [pool.submit(barrier.wait) for _ in range(workers)]:
+                f.result()
+            torch.set_num_threads(threads)
+            _POOL[key] = pool
+        return _POOL[key]
+
+
+def pool_workers(device: torch.device, blocks: int) -> int:
+    """How many pool workers ``run_blocks`` uses for ``blocks`` blocks on ``device`` (0: run them in this thread)."""
+    if device.type != "cpu" or blocks < 2 or not _PER_THREAD_SETTINGS or getattr(_IN_WORKER, "active", False):
+        return 0
+    workers = min(torch.get_num_threads(), blocks)
+    return workers if workers > 1 else 0
+
+
+def run_blocks(fn, blocks, device: torch.device) -> list:
+    """``[fn(block) for block in blocks]``, on CPU shared out to single-threaded pool workers (one join for the lot).
+
+    ``fn`` must write only to its own block's slices of shared outputs; whatever must be summed over blocks it returns,
+    and the caller adds the returned values up in block order (deterministic). Runs without gradient recording and with
+    autocast off (the pool's threads start with the defaults of a new thread, so both are set here explicitly).
+    """
+    workers = pool_workers(device, len(blocks))
+    if not workers:
+        with torch.autocast(device.type, enabled=False):
+            return [fn(b) for b in blocks]
+
+    def call(block):
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):
+            return fn(block)
+
+    return list(_pool(workers).map(call, blocks))
+
+
+def same_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` (NCHW-contiguous, computed block by block) in ``like``'s memory format: a channels_last input gets a
+    channels_last result with the same values (one copy); anything else is returned as is."""
+    if like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
+def planes(x: torch.Tensor):
+    """A 3-D view of an (N, C, H, W) tensor for block-wise elementwise work, or None when it has no such view.
+
+    Returns ``(x3, per_channel, nchw)``: NCHW-contiguous gives (N, C, HW) and ``per_channel(t)`` turns an
+    (N|1, C, ...) per-channel tensor into (N|1, C, 1); channels_last gives (N, HW, C) and (N|1, 1, C). ``chunk_slices``
+    of ``x3`` then blocks along dim 1 (channels, or pixels), and a per-channel tensor is indexed ``[ns, ms]`` when
+    ``nchw``, else ``[ns]``.
+    """
+    n, c, h, w = x.shape
+    if x.is_contiguous():
+        return x.view(n, c, h * w), lambda t: t.reshape(t.shape[0], c, 1), True
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).view(n, h * w, c), lambda t: t.reshape(t.shape[0], 1, c), False
+    return None
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .functional import as_bool
+from .functional import as_bool, same_layout
 from .registry import register_activation
 
 # --- keyword value checks (a ValueError becomes ActivationArgError in create_activation) ---------------------------
@@ -56,6 +56,40 @@ class Threshold(nn.Threshold):
         return torch.where(x > self.threshold, x, torch.full_like(x, self.value))
 
 
+class _KeepsLayout:
+    """Mixin for torch modules whose kernels return NCHW for a channels_last input: the result (and so the input
+    gradient) gets the input's layout back, with the same values."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The torch module's forward, in the input's memory format."""
+        return same_layout(super().forward(x), x)
+
+
+class LogSigmoid(_KeepsLayout, nn.LogSigmoid):
+    """``nn.LogSigmoid`` that keeps a channels_last input's layout."""
+
+
+class Softmax(_KeepsLayout, nn.Softmax):
+    """``nn.Softmax`` that keeps a channels_last input's layout."""
+
+
+class Softmin(_KeepsLayout, nn.Softmin):
+    """``nn.Softmin`` that keeps a channels_last input's layout."""
+
+
+class LogSoftmax(_KeepsLayout, nn.LogSoftmax):
+    """``nn.LogSoftmax`` that keeps a channels_last input's layout."""
+
+
+class RReLU(nn.RReLU):
+    """``nn.RReLU`` that keeps a channels_last input's layout; its random slopes are drawn in NCHW order, so that a
+    channels_last input gets the same values as the same input in NCHW under the same seed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The torch module's forward, in the input's memory format."""
+        return same_layout(super().forward(x.contiguous()), x)
+
+
 # --- factories: (channels, **explicit keywords) -> a new module ------------------------------------------------------
 
 
@@ -74,7 +108,7 @@ def rrelu(channels=None, lower: float = 1.0 / 8, upper: float = 1.0 / 3) -> nn.M
     lo, hi = _num("lower", lower), _num("upper", upper)
     if lo > hi:
         raise ValueError(f"lower must be <= upper, got lower={lower!r}, upper={upper!r}")
-    return nn.RReLU(lo, hi, inplace=False)
+    return RReLU(lo, hi, inplace=False)
 
 
 def hardtanh(channels=None, min_val: float = -1.0, max_val: float = 1.0) -> nn.Module:
@@ -160,7 +194,7 @@ def leaky_relu(channels=None, negative_slope: float = 0.01) -> nn.Module:
 
 def log_sigmoid(channels=None) -> nn.Module:
     """log(sigmoid(x))."""
-    return nn.LogSigmoid()
+    return LogSigmoid()
 
 
 def softplus(channels=None, beta: float = 1.0, threshold: float = 20.0) -> nn.Module:
@@ -204,17 +238,17 @@ def threshold(channels=None, threshold: float = 0.0, value: float = 0.0) -> nn.M
 
 def softmax(channels=None) -> nn.Module:
     """Softmax over the channel dimension (dim=1)."""
-    return nn.Softmax(dim=1)
+    return Softmax(dim=1)
 
 
 def softmin(channels=None) -> nn.Module:
     """Softmin over the channel dimension (dim=1): softmax(-x)."""
-    return nn.Softmin(dim=1)
+    return Softmin(dim=1)
 
 
 def log_softmax(channels=None) -> nn.Module:
     """Log-softmax over the channel dimension (dim=1)."""
-    return nn.LogSoftmax(dim=1)
+    return LogSoftmax(dim=1)
 
 
 def glu(channels=None) -> nn.Module:
@@ -234,7 +268,7 @@ _POINTWISE = [
     ("hard_sigmoid", hard_sigmoid, ("hardsigmoid",), "clamp(x / 6 + 0.5, 0, 1)"),
     ("tanh", tanh, (), "tanh(x)"),
     ("silu", silu, ("swish",), "x * sigmoid(x), the YOLOv5/v8 default"),
-    ("mish", mish, (), "x * tanh(softplus(x)), the YOLOv4 default"),
+    ("mish", mish, ("memory_efficient_mish", "efficient_mish"), "x * tanh(softplus(x)), the YOLOv4 default"),
     ("hard_swish", hard_swish, ("hardswish",), "x * clamp(x + 3, 0, 6) / 6"),
     ("elu", elu, (), "x if x > 0 else alpha * (exp(x) - 1)"),
     ("celu", celu, (), "max(0, x) + min(0, alpha * (exp(x / alpha) - 1))"),

@@ -1,0 +1,117 @@
+"""Exported graphs per activation: ONNX node counts and ONNX Runtime latency of a whole detector, relative to SiLU's.
+
+For each activation, yolov8n (ultralytics ``yolov8n.yaml``, 80 classes) is built, patched with
+``yolo_act_swap.patch_model``, given trained-looking weights (``benchmarks/models.perturb``), fused
+(``model.fuse()``: conv+BN and the BNs inside activations) and exported with ``torch.onnx.export`` (opset 17, batch 1,
+static imgsz). ONNX Runtime (CPU, ``--ort-threads`` intra-op threads, all graph optimisations) then runs every model
+interleaved, ``--runs`` x (warm-up + ``--reps`` repetitions); ``x SiLU`` is the ratio to the SiLU model within each
+run (median [range]). ``max|d|`` is the largest difference between ONNX Runtime's and PyTorch's outputs, relative to
+their scale.
+
+Usage:
+    python benchmarks/export_graphs.py                               # silu, frelu, acon_c, dy_relu_b at 320, 1 thread
+    python benchmarks/export_graphs.py --acts silu,acon_c,meta_acon_c,dy_relu_a,dy_relu_b --ort-threads 2
+    python benchmarks/export_graphs.py --contention 2                # beside two CPU burners
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import os
+import statistics
+import sys
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+os.environ.setdefault("YOLO_VERBOSE", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import harness  # noqa: E402
+
+if __name__ == "__main__":
+    harness.ensure_allocator()
+
+import torch  # noqa: E402
+
+from benchmarks.models import first, perturb  # noqa: E402
+from yolo_act_swap import patch_model  # noqa: E402
+from yolo_act_swap.models import build_detection_model  # noqa: E402
+
+
+def export(act: str, cfg: str, imgsz: int):
+    """(onnx bytes, input, torch output, node-type counts) of ``cfg`` patched with ``act``, fused, in eval mode."""
+    import onnx
+
+    torch.manual_seed(0)
+    model = build_detection_model(cfg, nc=80, verbose=False)
+    if act != "silu":
+        patch_model(model, act, verify=False)
+    model = perturb(model).eval()
+    model.fuse(verbose=False) if "verbose" in model.fuse.__code__.co_varnames else model.fuse()
+    x = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = first(model(x))
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kw = {"dynamo": False} if "dynamo" in torch.onnx.export.__code__.co_varnames else {}
+        torch.onnx.export(model, (x,), f, opset_version=17, input_names=["images"], output_names=["output0"], **kw)
+    counts = collections.Counter(n.op_type for n in onnx.load_from_string(f.getvalue()).graph.node)
+    return f.getvalue(), x, y, counts
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--acts", default="silu,frelu,acon_c,dy_relu_b", help="comma-separated activations (silu first)")
+    p.add_argument("--cfg", default="yolov8n.yaml")
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--ort-threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    harness.add_arguments(p)
+    args = p.parse_args(argv)
+    import onnxruntime as ort
+
+    threads = harness.pin_threads(args.threads or 1, args.pin)
+    acts = [a for a in args.acts.split(",") if a]
+    if "silu" not in acts:
+        acts.insert(0, "silu")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = args.ort_threads, 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    rows, cases = [], {}
+    for act in acts:
+        data, x, y, counts = export(act, args.cfg, args.imgsz)
+        sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        feed = {"images": x.numpy()}
+        out = torch.from_numpy(sess.run(None, feed)[0])
+        err = float((out - y).abs().max() / y.abs().max().clamp_min(1e-12))
+        cases[act] = (lambda s=sess, f=feed: s.run(None, f))
+        top = ", ".join(f"{k} {v}" for k, v in counts.most_common(6))
+        rows.append({"act": act, "nodes": sum(counts.values()), "top": top, "err": err})
+    print(f"# benchmarks/export_graphs.py: {harness.settings_line(threads, args.contention)}")
+    print(f"# {args.cfg} batch 1 x {args.imgsz}, fused, opset 17; ONNX Runtime {ort.__version__}, "
+          f"{args.ort_threads} intra-op thread(s); {args.runs} runs x (median of {args.reps} interleaved repetitions "
+          f"after {args.warmup} warm-up)")
+    with harness.Burners(args.contention):
+        runs = harness.interleave(cases, args.reps, args.warmup, args.runs, args.clock)
+        print(f"# measured beside {args.contention} burner processes, load average {harness.load()}")
+    head = ["activation", "nodes", "most frequent node types", "ORT ms", "x SiLU [range]", "max|d|"]
+    lines = [head]
+    for r in rows:
+        lines.append([r["act"], str(r["nodes"]), r["top"], f"{statistics.median(runs[r['act']]) * 1e3:.2f}",
+                      harness.spread(harness.ratio_runs(runs, r["act"], "silu")), f"{r['err']:.1e}"])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = ["  ".join(v.ljust(widths[i]) if i in (0, 2) else v.rjust(widths[i]) for i, v in enumerate(line))
+           for line in lines]
+    out.insert(1, "-" * len(out[0]))
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
