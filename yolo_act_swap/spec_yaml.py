@@ -17,7 +17,7 @@ from .errors import SpecError
 from .io import yaml_error_line
 
 MAX_SPEC_CHARS = 65_536  # a spec is a few hundred bytes; the largest upstream model YAML (yolov7-e6e) is 9.6 kB
-MAX_NODES = 10_000  # YAML nodes, every alias counted as the subtree it stands for (yolov7-e6e.yaml has 2,257)
+MAX_NODES = 5_000  # YAML nodes, every alias counted as the subtree it stands for (yolov7-e6e.yaml has 2,257)
 MAX_DEPTH = 32  # nesting levels (a spec has 6, a model YAML 4)
 MAX_MESSAGE = 240  # the YAML part of an error message
 
