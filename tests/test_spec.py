@@ -238,7 +238,7 @@ BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
         ("x0: &m {k: v}\n" + "".join(f"x{i}: &m{i} {{<<: [{', '.join(['*m' if i == 1 else f'*m{i - 1}'] * 8)}]}}\n"
                                      for i in range(1, 9)) + "act: frelu\n", r"over 5000 nodes"),  # merge keys
         ("act: &r [*r]\n", r":1: an alias refers to a node that contains it"),
-        ("act: " + "[" * 500 + "relu" + "]" * 500 + "\n", r":1: the YAML is nested deeper than 32 levels"),
+        ("act: " + "[" * 3000 + "relu" + "]" * 3000 + "\n", r":1: the YAML is nested deeper than 32 levels"),
         ("act:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 40)) + "  " * 40 + "x\n", r"nested deeper than 32"),
         ("act: frelu\nrules: [" + ", ".join(["{layers: 1, act: relu}"] * 2000) + "]\n", r"over 5000 nodes"),
         ("act: frelu\n# " + "x" * 70_000 + "\n", r"70\d\d\d characters|over 65536 characters"),
@@ -389,6 +389,8 @@ def test_every_numeric_keyword_of_a_builtin_has_bounds():
         ("a" * 300 + ".yaml", r"spec file 'a+\.\.\.a+\.yaml' not found"),
         ("~nosuchuser/x.yaml", r"spec file '~nosuchuser/x.yaml' not found"),
         ("x\x00y.yaml", r"spec file 'x\\x00y.yaml' not found"),
+        ("~\x00", r"--act: unknown activation '~\\x00'"),
+        ("~\x00/x.yaml", r"spec file '~\\x00/x.yaml' not found"),
         (Path("a" * 5000), r"spec file 'a+\.\.\.a+' not found"),
         ("x" * 70_000 + "\n", r"a spec of 70001 characters; a spec is at most 65536"),
     ],

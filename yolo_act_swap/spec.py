@@ -18,7 +18,8 @@ A spec names a default activation for every activated conv block and, optionally
         act: gelu
 
 YAML is read with ``yaml.SafeLoader`` only, within limits on size, nesting and alias expansion (``spec_yaml``); keyword
-values are type- and range-checked before any module is built (``activations.registry.check_kwargs``). Every mistake raises a ``SpecError`` (or ``UnknownActivation`` /
+values are type- and range-checked before any module is built (``activations.registry.check_kwargs``). Every mistake
+raises a ``SpecError`` (or ``UnknownActivation`` /
 ``ActivationArgError``) whose one-line message names where it came from (``file.yaml:7``, ``--act``, ``spec.rules[1]``).
 """
 
@@ -57,11 +58,11 @@ __all__ = (
 
 
 def _expand(name: str | Path) -> Path:
-    """``Path(name).expanduser()``; an unknown ``~user`` stays as written (it is then simply not found)."""
+    """``Path(name).expanduser()``; an unknown or impossible ``~user`` stays as written (and is then not found)."""
     p = Path(name)
     try:
         return p.expanduser()
-    except RuntimeError:
+    except (RuntimeError, ValueError):  # ValueError: a NUL byte in the user name
         return p
 
 
@@ -86,7 +87,9 @@ def _read_spec_file(path: Path) -> str:
             raw = f.read(4 * MAX_SPEC_CHARS + 1)  # UTF-8 takes at most 4 bytes a character
     except OSError as e:
         raise SpecError(f"cannot read spec file {display_name(path)}: {e.strerror or type(e).__name__}") from None
-    too_long = SpecError(f"{display_name(path)}: over {MAX_SPEC_CHARS} characters; a spec is small: is it the right file?")
+    too_long = SpecError(
+        f"{display_name(path)}: over {MAX_SPEC_CHARS} characters; a spec is small: is it the right file?"
+    )
     if len(raw) > 4 * MAX_SPEC_CHARS:
         raise too_long
     try:

@@ -99,7 +99,9 @@ def parse_act_string(s: str, where: str = "--act") -> tuple[str, dict]:
             try:
                 kwargs[key] = load_yaml(value.strip(), where, lines=False)[0] if value.strip() else None
             except SpecError:
-                raise SpecError(f"{where}: cannot read the value of {short(key)} in {short(s)}; quote it or fix it") from None
+                raise SpecError(
+                    f"{where}: cannot read the value of {short(key)} in {short(s)}; quote it or fix it"
+                ) from None
     return name, kwargs
 
 
@@ -231,7 +233,8 @@ def check_rule(value: Any, origin: Origin, path: tuple) -> Rule:
     unknown = [k for k in value if k not in RULE_KEYS]
     if unknown:
         raise SpecError(
-            f"{origin((*path, unknown[0]))}: unknown rule key {short(unknown[0], 40)}; valid keys: {', '.join(RULE_KEYS)}"
+            f"{origin((*path, unknown[0]))}: unknown rule key {short(unknown[0], 40)}; "
+            f"valid keys: {', '.join(RULE_KEYS)}"
         )
     if not any(k in value for k in SELECTORS):
         raise SpecError(

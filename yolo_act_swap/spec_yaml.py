@@ -52,9 +52,44 @@ class _Loader(yaml.SafeLoader):
             return super().construct_object(node, deep=deep)
         except (yaml.YAMLError, SpecError):
             raise
-        except Exception as e:  # noqa: BLE001 - PyYAML's constructors raise ValueError, AttributeError, ... on bad input
+        except Exception as e:  # noqa: BLE001 - PyYAML's constructors raise ValueError, AttributeError, ...
             problem = f"cannot read this {node.tag.rsplit(':', 1)[-1][:20]} value ({type(e).__name__})"
             raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+def _flow_depth_line(text: str) -> int | None:
+    """The line where flow brackets (``[``/``{`` outside quotes and comments) nest deeper than ``MAX_DEPTH``, or None.
+
+    Checked before parsing: PyYAML's scanner looks up to 1,024 characters ahead for every bracket that may start a
+    key, at a cost that grows with the nesting, so 3,000 ``[`` take it seconds before the composer sees one node.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None
+    depth, line, quote, escape, comment, prev = 0, 1, "", False, False, " "
+    for ch in text:
+        if ch == "\n":
+            line, comment = line + 1, False
+        elif comment:
+            pass
+        elif quote:
+            if escape:
+                escape = False
+            elif quote == '"' and ch == "\\":
+                escape = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"" and prev in " \t\n[{,:":
+            quote = ch
+        elif ch == "#" and prev in " \t\n":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        prev = ch
+    return None
 
 
 def _children(node) -> list:
@@ -129,6 +164,11 @@ def load_yaml(text: str, name: str, lines: bool = True) -> tuple[Any, dict]:
     if len(text) > MAX_SPEC_CHARS:
         raise SpecError(
             f"{name}: {len(text)} characters of YAML; a spec is at most {MAX_SPEC_CHARS}: give the spec itself"
+        )
+    line = _flow_depth_line(text)
+    if line is not None:
+        raise SpecError(
+            f"{name}:{line}: the YAML is nested deeper than {MAX_DEPTH} levels; a spec is small and flat, simplify it"
         )
     try:
         loader = _Loader(text, name)
