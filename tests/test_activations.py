@@ -216,7 +216,6 @@ REFS = {
 # non-default keywords: (name, kwargs); the reference gets the same kwargs
 KWARG_CASES = [
     ("leaky_relu", {"negative_slope": 0.1}),  # yolov7-tiny
-    ("leaky_relu", {"negative_slope": "0.2"}),  # inline --act values may arrive as text
     ("gelu", {"approximate": "tanh"}),
     ("elu", {"alpha": 0.5}),
     ("celu", {"alpha": 2.0}),

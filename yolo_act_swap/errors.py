@@ -61,3 +61,21 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class SweepError(ActSwapError):
     """A sweep cannot start or continue as asked (settings clash with the folder, bad ``--acts`` item, ...)."""
+
+
+def short(value, limit: int = 60) -> str:
+    """A bounded ``repr`` for error messages: never longer than ``limit`` characters, never deeply recursive.
+
+    Messages embed the bad value so the user sees what was read; a 100k-item list or a 5,000-digit integer must not
+    turn that one line into half a megabyte (or fail: ``repr`` of such an integer raises ``ValueError``).
+    """
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlong = 3, limit, limit, limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 6
+    try:
+        text = r.repr(value)
+    except Exception:  # noqa: BLE001 - a value whose repr fails is still named by its type
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -17,7 +17,9 @@ A spec names a default activation for every activated conv block and, optionally
         optional: true                  # no error when nothing matches
         act: gelu
 
-YAML is read with ``yaml.safe_load`` only. Every mistake raises a ``SpecError`` (or ``UnknownActivation`` /
+YAML is read with ``yaml.SafeLoader`` only, within limits on size, nesting and alias expansion (``spec_yaml``); keyword
+values are type- and range-checked before any module is built (``activations.registry.check_kwargs``). Every mistake
+raises a ``SpecError`` (or ``UnknownActivation`` /
 ``ActivationArgError``) whose one-line message names where it came from (``file.yaml:7``, ``--act``, ``spec.rules[1]``).
 """
 
@@ -27,12 +29,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .errors import SpecError
-from .io import YAML_SUFFIXES, configs_dir, find_config, parse_yaml
+from .errors import SpecError, short
+from .io import YAML_SUFFIXES, configs_dir, find_config
 from .spec_check import PROBE_CHANNELS, Origin, check_act, check_spec, parse_act_string, split_top
 from .spec_types import KEEP, RULE_KEYS, SELECTORS, SPEC_KEYS, STAGES, ActSpec, Rule, SwapSpec
+from .spec_yaml import MAX_SPEC_CHARS, display_name, load_yaml
 
 __all__ = (
     "KEEP",
@@ -53,31 +54,51 @@ __all__ = (
 )
 
 
-# --- YAML with the line of every key ----------------------------------------------------------------------------------
+# --- files -----------------------------------------------------------------------------------------------------------
 
 
-def _node_lines(node, path: tuple = ()) -> dict:
-    """Map key paths to 1-based line numbers from a composed (never constructed) YAML node tree."""
-    lines = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = k.value if isinstance(k, yaml.ScalarNode) else None
-            lines.update(_node_lines(v, (*path, key)))
-            lines[(*path, key)] = k.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            lines.update(_node_lines(v, (*path, i)))
-    return lines
+def _expand(name: str | Path) -> Path:
+    """``Path(name).expanduser()``; an unknown or impossible ``~user`` stays as written (and is then not found)."""
+    p = Path(name)
+    try:
+        return p.expanduser()
+    except (RuntimeError, ValueError):  # ValueError: a NUL byte in the user name
+        return p
+
+
+def _is_file(p: Path) -> bool:
+    """``p.is_file()``, False for names the OS refuses (too long, embedded NUL) instead of an OSError."""
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _parse_yaml(text: str, name: str) -> tuple[Any, Origin]:
-    """``yaml.safe_load`` with file:line on syntax errors (``io.parse_yaml``), plus the line of every key."""
-    data = parse_yaml(text, name, SpecError)
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
-    return data, Origin(name, _node_lines(node) if node is not None else {})
+    """Bounded YAML (``spec_yaml.load_yaml``) plus an Origin that knows the line of every key."""
+    data, lines = load_yaml(text, name)
+    return data, Origin(display_name(name), lines)
 
 
-# --- files and entry point --------------------------------------------------------------------------------------------
+def _read_spec_file(path: Path) -> str:
+    """The text of a spec file, at most ``MAX_SPEC_CHARS`` characters of UTF-8 (read no further than that)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4 * MAX_SPEC_CHARS + 1)  # UTF-8 takes at most 4 bytes a character
+    except OSError as e:
+        raise SpecError(f"cannot read spec file {display_name(path)}: {e.strerror or type(e).__name__}") from None
+    too_long = SpecError(
+        f"{display_name(path)}: over {MAX_SPEC_CHARS} characters; a spec is small: is it the right file?"
+    )
+    if len(raw) > 4 * MAX_SPEC_CHARS:
+        raise too_long
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{display_name(path)}: not UTF-8 text (byte {e.start}); save the spec as UTF-8") from None
+    if len(text) > MAX_SPEC_CHARS:
+        raise too_long
+    return text
 
 
 def resolve_spec_file(name: str | Path) -> Path | None:
@@ -92,7 +113,7 @@ def spec_file_or_error(name: str | Path) -> Path:
     if path is None:
         names = ", ".join(builtin_specs()) or "none"
         raise SpecError(
-            f"spec file {str(name)!r} not found (looked in the current directory and configs/acts: {names})"
+            f"spec file {short(str(name))} not found (looked in the current directory and configs/acts: {names})"
         )
     return path
 
@@ -141,7 +162,9 @@ def load_spec(spec: Any = None, *, act: str | None = None) -> SwapSpec:
         raise SpecError(f"cannot read a spec from {type(spec).__name__}; give a YAML path, YAML text, a dict or a name")
     if act is not None:
         if not isinstance(act, str):
-            raise SpecError(f"--act must be a string like 'frelu' or 'leaky_relu:negative_slope=0.1', got {act!r}")
+            raise SpecError(
+                f"--act must be a string like 'frelu' or 'leaky_relu:negative_slope=0.1', got {short(act)}"
+            )
         new = check_act(act, Origin("--act"), ())
         out = replace(out, act=None if new.keep else new, source=out.source or "--act")
     if out.act is None and not out.rules:
@@ -153,20 +176,16 @@ def load_spec(spec: Any = None, *, act: str | None = None) -> SwapSpec:
 
 def _load_text_or_file(spec: str | Path) -> SwapSpec:
     text = str(spec)
-    is_pathish = isinstance(spec, Path) or (
-        "\n" not in text and (text.endswith(YAML_SUFFIXES) or Path(text).expanduser().is_file())
-    )
-    if is_pathish:
+    if isinstance(spec, str) and len(text) > MAX_SPEC_CHARS:
+        raise SpecError(f"a spec of {len(text)} characters; a spec is at most {MAX_SPEC_CHARS}: give the spec itself")
+    one_line = "\n" not in text and "\r" not in text
+    if isinstance(spec, Path) or (one_line and (text.endswith(YAML_SUFFIXES) or _is_file(_expand(text)))):
         path = spec_file_or_error(text)
-        try:
-            body = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise SpecError(f"cannot read spec file {path}: {e}") from None
-        data, origin = _parse_yaml(body, str(path))
+        data, origin = _parse_yaml(_read_spec_file(path), str(path))
         if data is None:
-            raise SpecError(f"{path}: the spec file is empty; add e.g. 'act: frelu'")
+            raise SpecError(f"{origin.name}: the spec file is empty; add e.g. 'act: frelu'")
         return check_spec(data, origin)
-    if "\n" not in text:  # one line: an activation shorthand, or a flow mapping like "{act: frelu}"
+    if one_line:  # an activation shorthand, or a flow mapping like "{act: frelu}"
         stripped = text.strip()
         if stripped.startswith("{"):
             data, origin = _parse_yaml(text, "<spec>")

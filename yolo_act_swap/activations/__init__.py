@@ -7,8 +7,10 @@ Importing this package registers every built-in activation; ``register_activatio
 from .registry import (
     ACT_TAG,
     ActivationInfo,
+    Bounds,
     activation_table,
     all_names,
+    check_kwargs,
     create_activation,
     fuse_activations,
     get_activation_info,
@@ -24,8 +26,10 @@ from . import pointwise, export, frelu, acon, dyrelu  # noqa: E402,F401  (regist
 __all__ = [
     "ACT_TAG",
     "ActivationInfo",
+    "Bounds",
     "activation_table",
     "all_names",
+    "check_kwargs",
     "create_activation",
     "fuse_activations",
     "get_activation_info",

@@ -26,7 +26,7 @@ from .functional import (
     run_blocks,
     same_layout,
 )
-from .registry import register_activation
+from .registry import Bounds, register_activation
 
 __all__ = ["AconC", "MetaAconC", "acon_formula"]
 
@@ -301,5 +301,6 @@ register_activation(
     onnx_exportable=True,
     silu_init=False,
     aliases=("metaaconc", "meta_aconc"),
+    bounds={"reduction": Bounds(min=1, max=1024, at_most_channels=True)},
     description="Meta-ACON-C: beta=sigmoid(BN(fc2(BN(fc1(mean_hw x))))), reduction=16; beta<1 so no exact SiLU start",
 )

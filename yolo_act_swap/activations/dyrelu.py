@@ -39,7 +39,7 @@ from .functional import (
     planes,
     run_blocks,
 )
-from .registry import register_activation
+from .registry import Bounds, register_activation
 
 __all__ = ["DyReLU", "dy_relu_formula"]
 
@@ -253,15 +253,17 @@ def _dy_relu_c(
 
 
 _COMMON = dict(kind="channel-aware", channel_aware=True, onnx_exportable=True)
+_AB = {"k": Bounds(min=1, max=8), "reduction": Bounds(min=1, max=1024, at_most_channels=True)}
+_C = {**_AB, "temperature": Bounds(min=1e-3, max=1e4), "gamma": Bounds(min=1e-4, max=1e4)}
 register_activation(
-    "dy_relu_a", _dy_relu_a, aliases=("dyrelu_a",), **_COMMON,
+    "dy_relu_a", _dy_relu_a, aliases=("dyrelu_a",), bounds=_AB, **_COMMON,
     description="DY-ReLU-A max_k(a_k x+b_k), coefficients per sample (shared over space+channels); starts as ReLU",
 )
 register_activation(
-    "dy_relu_b", _dy_relu_b, aliases=("dyrelu_b", "dy_relu", "dyrelu"), **_COMMON,
+    "dy_relu_b", _dy_relu_b, aliases=("dyrelu_b", "dy_relu", "dyrelu"), bounds=_AB, **_COMMON,
     description="DY-ReLU-B max_k(a_k x+b_k), coefficients per sample and channel; k=2, reduction=4; starts as ReLU",
 )
 register_activation(
-    "dy_relu_c", _dy_relu_c, aliases=("dyrelu_c",), **_COMMON,
+    "dy_relu_c", _dy_relu_c, aliases=("dyrelu_c",), bounds=_C, **_COMMON,
     description="DY-ReLU-C: B times spatial attention min(gamma*HW*softmax(z/tau),1); starts as min(gamma,1)*ReLU",
 )

@@ -26,7 +26,7 @@ from .functional import (
     fold_bn,
     run_blocks,
 )
-from .registry import register_activation
+from .registry import Bounds, register_activation
 
 __all__ = ["FReLU", "RECOMPUTE_MIN_ELEMENTS"]
 
@@ -256,5 +256,6 @@ register_activation(
     channel_aware=True,
     onnx_exportable=True,
     aliases=("funnel_relu",),
+    bounds={"kernel_size": Bounds(min=1, max=31, odd=True)},
     description="Funnel ReLU max(x, BN(dwconv_kxk(x))); kernel_size=3; BN folds into the conv on fuse()",
 )

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from .functional import as_bool, same_layout
-from .registry import register_activation
+from .registry import Bounds, register_activation
 
 # --- keyword value checks (a ValueError becomes ActivationArgError in create_activation) ---------------------------
 
@@ -293,9 +293,25 @@ _CHANNEL = [
     ("glu", glu, (), "a * sigmoid(b) over dim=1: HALVES the channels, so it cannot replace a Conv activation", False),
 ]
 
+_SANE = Bounds(min=-1e4, max=1e4)  # far beyond any useful value, far inside float32
+_DIVISOR = Bounds(min=-1e4, max=1e4, min_abs=1e-4)  # x / value: not so close to 0 that it overflows
+_BOUNDS = {
+    "rrelu": {"lower": _SANE, "upper": _SANE},
+    "hardtanh": {"min_val": _SANE, "max_val": _SANE},
+    "elu": {"alpha": _SANE},
+    "celu": {"alpha": _DIVISOR},
+    "hardshrink": {"lambd": _SANE},
+    "softshrink": {"lambd": _SANE},
+    "leaky_relu": {"negative_slope": _SANE},
+    "softplus": {"beta": _DIVISOR, "threshold": _SANE},
+    "prelu": {"init": _SANE},
+    "threshold": {"threshold": _SANE, "value": _SANE},
+}
+
 for _name, _factory, _aliases, _desc in _POINTWISE:
     register_activation(
-        _name, _factory, kind="pointwise", aliases=_aliases, description=_desc, silu_init=_name == "silu"
+        _name, _factory, kind="pointwise", aliases=_aliases, description=_desc, silu_init=_name == "silu",
+        bounds=_BOUNDS.get(_name),
     )
 for _name, _factory, _aliases, _desc, _keeps in _CHANNEL:
     register_activation(_name, _factory, kind="channel", aliases=_aliases, description=_desc, shape_preserving=_keeps)

@@ -14,10 +14,13 @@ from typing import Callable, Iterator
 
 import torch.nn as nn
 
-from ..errors import ActivationArgError, UnknownActivation
+from ..errors import ActivationArgError, UnknownActivation, short
 from ..tables import format_table
+from .keywords import Bounds, check_values
+from .keywords import min_channels as _min_channels
 
 ACT_TAG = "_yas_act"  # attribute set on every module made by create_activation(): the registry name
+MAX_NAME = 64  # names longer than this are not looked up by similarity
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class ActivationInfo:
         aliases (tuple[str, ...]): other accepted names.
         description (str): one line for ``--list``.
         kwargs (tuple[str, ...]): the keyword arguments the factory takes (derived from its signature).
+        defaults (dict): keyword -> default value from the signature; a bool, int, float or str default fixes the
+            type a given value must have (see ``check_kwargs``).
+        bounds (dict): keyword -> ``Bounds`` for numeric keywords.
     """
 
     name: str
@@ -48,6 +54,8 @@ class ActivationInfo:
     aliases: tuple = ()
     description: str = ""
     kwargs: tuple = field(default=())
+    defaults: dict = field(default_factory=dict, compare=False)
+    bounds: dict = field(default_factory=dict, compare=False)
 
     def params_per_channel(self, channels: int = 64, **kwargs) -> float:
         """Parameters this activation adds per channel of a block with ``channels`` channels (measured, not guessed)."""
@@ -64,11 +72,12 @@ def normalize_name(name: str) -> str:
     return str(name).strip().lower().replace("-", "_")
 
 
-def _factory_kwargs(factory: Callable) -> tuple:
+def _factory_params(factory: Callable) -> dict:
+    """Keyword -> default (``inspect.Parameter.empty`` when it has none) from the factory's signature."""
     params = list(inspect.signature(factory).parameters.values())[1:]  # first is channels
     if any(p.kind is p.VAR_KEYWORD for p in params):
         raise TypeError(f"activation factory {factory!r} must list its keywords explicitly, not take **kwargs")
-    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 def register_activation(
@@ -82,6 +91,7 @@ def register_activation(
     silu_init: bool = False,
     aliases: tuple | list = (),
     description: str = "",
+    bounds: dict | None = None,
     overwrite: bool = False,
 ) -> ActivationInfo:
     """Add an activation to the registry.
@@ -92,6 +102,7 @@ def register_activation(
             keywords must be explicit (no ``**kwargs``) so that a wrong keyword can be reported with the valid ones.
         kind, channel_aware, shape_preserving, onnx_exportable, silu_init, description: see ``ActivationInfo``.
         aliases (tuple[str, ...]): other names for the same entry.
+        bounds (dict, optional): keyword -> ``Bounds``, the accepted range of a numeric keyword.
         overwrite (bool): replace an existing entry of the same name instead of raising.
 
     Returns:
@@ -102,6 +113,10 @@ def register_activation(
     """
     key = normalize_name(name)
     keys = [key, *(normalize_name(a) for a in aliases)]
+    params = _factory_params(factory)
+    unknown = [k for k in bounds or {} if k not in params]
+    if unknown:
+        raise TypeError(f"bounds for {', '.join(unknown)}: the factory of {key!r} takes no such keyword")
     if not overwrite:
         for k in keys:
             if k in _REGISTRY or k in _ALIASES:
@@ -116,7 +131,9 @@ def register_activation(
         silu_init=silu_init,
         aliases=tuple(normalize_name(a) for a in aliases),
         description=description,
-        kwargs=_factory_kwargs(factory),
+        kwargs=tuple(params),
+        defaults={k: v for k, v in params.items() if v is not inspect.Parameter.empty},
+        bounds=dict(bounds or {}),
     )
     _REGISTRY[key] = info
     for a in info.aliases:
@@ -190,9 +207,9 @@ def get_activation_info(name: str) -> ActivationInfo:
     key = _ALIASES.get(key, key)
     if key in _REGISTRY:
         return _REGISTRY[key]
-    close = difflib.get_close_matches(key, all_names(), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(key, all_names(), n=3, cutoff=0.6) if len(key) <= MAX_NAME else []
     hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else "run 'yolo-act-swap --list' for all names"
-    raise UnknownActivation(f"unknown activation {name!r}: {hint}")
+    raise UnknownActivation(f"unknown activation {short(name)}: {hint}")
 
 
 def list_activations() -> list[ActivationInfo]:
@@ -201,13 +218,13 @@ def list_activations() -> list[ActivationInfo]:
     return sorted(_REGISTRY.values(), key=lambda i: (order.get(i.kind, 9), i.name))
 
 
-def create_activation(name: str, channels: int | None = None, **kwargs) -> nn.Module:
+def create_activation(name: str, channels: int | None = None, /, **kwargs) -> nn.Module:
     """Build a fresh activation module for a block with ``channels`` output channels.
 
     Args:
         name (str): registry name or alias, case-insensitive.
         channels (int, optional): the block's channel count; required by channel-aware activations.
-        **kwargs: the activation's own keywords, validated against its factory.
+        **kwargs: the activation's own keywords, checked by ``check_kwargs`` before the factory runs.
 
     Returns:
         (nn.Module): a new module, tagged with its registry name (``module._yas_act``).
@@ -217,20 +234,35 @@ def create_activation(name: str, channels: int | None = None, **kwargs) -> nn.Mo
         ActivationArgError: a keyword is not accepted, or its value is rejected.
     """
     info = get_activation_info(name)
-    bad = [k for k in kwargs if k not in info.kwargs]
-    if bad:
-        valid = ", ".join(info.kwargs) if info.kwargs else "none"
-        raise ActivationArgError(
-            f"activation {info.name!r} takes no keyword {', '.join(repr(b) for b in bad)}; valid keywords: {valid}"
-        )
     if info.channel_aware and (channels is None or int(channels) < 1):
         raise ActivationArgError(f"activation {info.name!r} is channel-aware and needs the block's channel count")
+    check_values(info, kwargs, int(channels) if channels is not None else None)
     try:
         module = info.factory(int(channels) if channels is not None else None, **kwargs)
     except (TypeError, ValueError) as e:
-        raise ActivationArgError(f"activation {info.name!r}: {e}") from e
+        raise ActivationArgError(f"activation {info.name!r}: {_capped(e)}") from e
     setattr(module, ACT_TAG, info.name)
     return module
+
+
+def check_kwargs(name: str, kwargs: dict, channels: int | None = None) -> ActivationInfo:
+    """Check keyword names, types and ranges of an activation without building it (``keywords.check_values``).
+
+    Returns the registry entry; raises ``UnknownActivation`` or ``ActivationArgError``.
+    """
+    info = get_activation_info(name)
+    check_values(info, kwargs, channels)
+    return info
+
+
+def min_channels(name: str, kwargs: dict) -> int:
+    """The fewest channels a block may have for these keywords (the largest at-most-channels value, else 1)."""
+    return _min_channels(get_activation_info(name), kwargs)
+
+
+def _capped(e: Exception, limit: int = 200) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_activation_module(module: nn.Module) -> bool:
