@@ -45,7 +45,7 @@ FORMATS = {
     f.name: f
     for f in (
         FormatInfo("torchscript", "TorchScript"),
-        FormatInfo("onnx", "ONNX Runtime", ("onnx", "onnxruntime"), skip_ops=frozenset({"Constant"})),
+        FormatInfo("onnx", "ONNX Runtime", ("onnx", "onnxslim", "onnxruntime"), skip_ops=frozenset({"Constant"})),
         FormatInfo("openvino", "OpenVINO", ("openvino",), skip_ops=frozenset({"Constant", "Parameter", "Result"})),
         FormatInfo("ncnn", "ncnn", ("ncnn", "pnnx"), skip_ops=frozenset({"Input", "MemoryData"})),
         FormatInfo("coreml", "CoreML", ("coremltools",), _coreml_runs(), frozenset({"const"})),
@@ -65,8 +65,13 @@ def format_info(name: str) -> FormatInfo:
 
 def missing_packages(fmt: FormatInfo) -> list[str]:
     """The import names of ``fmt.modules`` that are not installed (found without importing them)."""
+    return missing_modules(fmt.modules)
+
+
+def missing_modules(modules) -> list[str]:
+    """The import names in ``modules`` that are not installed (found without importing them)."""
     out = []
-    for mod in fmt.modules:
+    for mod in modules:
         try:
             found = importlib.util.find_spec(mod) is not None
         except (ImportError, ValueError):
