@@ -61,7 +61,8 @@ class FormatCheck:
     reason: str = ""
     path: str = ""
     ref_scale: float = 0.0
-    times: list = field(default_factory=list, repr=False)
+    round_ms: list = field(default_factory=list)  # the median of each timing round
+    x_silu_range: tuple = ()  # (min, max) of the per-round ratios to SiLU
     graph: Counter = field(default_factory=Counter, repr=False)
 
     def within(self, rtol: float = 1e-3, atol: float = 1e-3) -> bool:
@@ -180,16 +181,20 @@ def _check_one(model, act: str, fmt: str, x: torch.Tensor, ref: torch.Tensor, fo
         return row, None
 
 
-def _time_all(runners: dict, x: torch.Tensor, warmup: int, repeats: int) -> dict:
-    """Interleave the timed forwards (one of each in turn) so that load changes hit every candidate alike."""
-    times = {k: [] for k in runners}
-    for _ in range(warmup):
-        for fn in runners.values():
+def _time_all(runners: dict, x: torch.Tensor, warmup: int, repeats: int, rounds: int = 1) -> dict:
+    """Median ms per round of each runner; the forwards interleave (one of each in turn), so load hits all alike."""
+    medians = {k: [] for k in runners}
+    for fn in runners.values():
+        for _ in range(warmup):
             run_once(fn, x)
-    for _ in range(repeats):
-        for k, fn in runners.items():
-            times[k].append(time_once(fn, x))
-    return times
+    for _ in range(rounds):
+        times = {k: [] for k in runners}
+        for _ in range(repeats):
+            for k, fn in runners.items():
+                times[k].append(time_once(fn, x))
+        for k, ts in times.items():
+            medians[k].append(1000 * statistics.median(ts))
+    return medians
 
 
 def export_matrix(
@@ -202,6 +207,7 @@ def export_matrix(
     repeats: int = 20,
     pytorch: bool = True,
     verbose: bool = False,
+    rounds: int = 1,
 ) -> list[FormatCheck]:
     """Export each activation's model to each format and check it (see the module docstring).
 
@@ -211,7 +217,8 @@ def export_matrix(
         formats: ultralytics format names (``onnx``, ``openvino``, ``torchscript``, ``ncnn``, ``coreml`` ...).
         imgsz: square input size.
         folder: where the artifacts go (default: a temporary folder, deleted afterwards).
-        warmup, repeats: latency warm-up rounds and timed rounds (median).
+        warmup, repeats: warm-up forwards and timed forwards per round (median).
+        rounds: timing rounds; ``x_silu`` is the median of the per-round ratios, ``x_silu_range`` their spread.
         pytorch: add a ``pytorch`` row per activation (the fused eager model) as the reference.
         verbose: show ultralytics' export logs.
 
@@ -221,7 +228,7 @@ def export_matrix(
     fmts = [format_info(f).name for f in formats]
     if folder is None:
         with tempfile.TemporaryDirectory(prefix="yas-export-") as tmp:
-            return export_matrix(build, acts, fmts, imgsz, tmp, warmup, repeats, pytorch, verbose)
+            return export_matrix(build, acts, fmts, imgsz, tmp, warmup, repeats, pytorch, verbose, rounds)
     folder = Path(folder)
     torch.manual_seed(0)
     x = torch.rand(1, 3, imgsz, imgsz)
@@ -230,10 +237,10 @@ def export_matrix(
     for act in names:
         rows[act], runners[act] = _check_act(build, act, fmts, x, folder, pytorch, verbose)
     flat = {(r.act, r.format): r for act in names for r in rows[act]}
-    timed = _time_all({k: f for act in names for k, f in runners[act].items()}, x, warmup, repeats)
-    for key, ts in timed.items():
-        flat[key].times = ts
-        flat[key].ms = 1000 * statistics.median(ts)
+    timed = _time_all({k: f for act in names for k, f in runners[act].items()}, x, warmup, repeats, rounds)
+    for key, ms in timed.items():
+        flat[key].round_ms = ms
+        flat[key].ms = statistics.median(ms)
     _fill_relative(flat)
     return [r for act in acts for r in rows[act]]
 
@@ -266,7 +273,9 @@ def _fill_relative(flat: dict) -> None:
     for (act, fmt), row in flat.items():
         base = flat.get((BASELINE, fmt))
         if row.ms is not None and base is not None and base.ms:
-            row.x_silu = row.ms / base.ms
+            ratios = [a / b for a, b in zip(row.round_ms, base.round_ms)]
+            row.x_silu = statistics.median(ratios)
+            row.x_silu_range = (min(ratios), max(ratios))
         none = flat.get((NO_ACT, fmt))
         if row.graph and none is not None and none.graph:
             row.ops = added_ops(row.graph, none.graph) or ["(none)"]
