@@ -10,6 +10,14 @@ model unpatched. Two views, each a median over ``--repeats`` interleaved runs:
 
     python benchmarks/verify.py                                # yolov7.yaml, frelu, 3 repeats
     python benchmarks/verify.py --cfg yolov8n.yaml --act acon_c --repeats 5 --threads 1
+    python benchmarks/verify.py --modes --cfgs yolov7.yaml yolov8n.yaml --repeats 3 --threads 1
+
+``--modes`` asks whether verify's hand-written shape rules (``ShapeOnly``) pay for themselves: the same in-process
+``patch_model`` (verify on, GFLOPs on) with the meta forwards run under ``ShapeOnly`` (the default), under no mode at
+all (plain meta tensors: torch's own meta kernels) and under ``torch._subclasses.fake_tensor.FakeTensorMode``. Each
+mode runs in a fresh process, so that the first call pays the first-use imports (``torch._dynamo``, sympy) as a
+user's command does; the table shows that first call and the median of the warm calls after it, and each mode's
+ratio to ``ShapeOnly``.
 
 ``--threads`` sets OMP_NUM_THREADS / torch threads for both sides (1 is steadier on a shared machine).
 """
@@ -17,6 +25,8 @@ model unpatched. Two views, each a median over ``--repeats`` interleaved runs:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import platform
 import statistics
@@ -72,6 +82,63 @@ def inprocess_times(cfg: str, act: str, repeats: int, imgsz: int) -> dict:
     return out
 
 
+def _fake_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    # a shape env with scalar outputs: ultralytics' make_anchors fills with a (real, CPU) stride tensor's value
+    return FakeTensorMode(allow_non_fake_inputs=True, shape_env=ShapeEnv(allow_scalar_outputs=True))
+
+
+MODES = {"shapeonly": None, "meta": contextlib.nullcontext, "fake": _fake_mode}
+
+
+def mode_child(cfg: str, act: str, mode: str, repeats: int, imgsz: int) -> dict:
+    """In this (fresh) process: the first and ``repeats`` warm ``patch_model`` calls with meta forwards under ``mode``."""
+    from yolo_act_swap import patch_model
+    from yolo_act_swap.models import load_model
+    from yolo_act_swap.verify import set_shape_mode
+
+    if MODES[mode] is not None:
+        set_shape_mode(MODES[mode])
+    out = {"patch": [], "verify": [], "ok": [], "gflops": []}
+    for _ in range(1 + repeats):
+        model = load_model(cfg)
+        t = time.perf_counter()
+        report = patch_model(model, act, imgsz=imgsz)
+        out["patch"].append(time.perf_counter() - t)
+        out["verify"].append(report.verification.seconds)
+        out["ok"].append(report.verification.ok)
+        out["gflops"].append(report.gflops_after)
+    out["dynamo"] = "torch._dynamo" in sys.modules
+    return out
+
+
+def mode_table(cfgs: list[str], act: str, repeats: int, imgsz: int, env: dict) -> list[str]:
+    """One fresh process per (model, mode); rows: first call and warm median, seconds and ratio to ShapeOnly."""
+    med = statistics.median
+    lines = [f"{'model':14} {'mode':10} {'first patch':>11} {'x':>6} {'warm patch':>10} {'x':>6} {'warm verify':>11} "
+             f"{'x':>6} {'spread':>12}  ok  GFLOPs  dynamo"]  # fmt: skip
+    for cfg in cfgs:
+        base = None
+        for mode in MODES:
+            cmd = [sys.executable, __file__, "--mode-child", mode, "--cfg", cfg, "--act", act, "--imgsz", str(imgsz),
+                   "--repeats", str(repeats)]  # fmt: skip
+            r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if r.returncode:
+                lines.append(f"{cfg:14} {mode:10} failed: {(r.stderr.strip().splitlines() or ['?'])[-1][:150]}")
+                continue
+            d = json.loads(r.stdout.strip().splitlines()[-1])
+            first, warm_p, warm_v = d["patch"][0], med(d["patch"][1:]), med(d["verify"][1:])
+            base = base or (first, warm_p, warm_v)
+            spread = f"{min(d['verify'][1:]):.2f}-{max(d['verify'][1:]):.2f}"
+            gf = d["gflops"][-1]
+            lines.append(f"{cfg:14} {mode:10} {first:11.2f} {first / base[0]:6.2f} {warm_p:10.2f} {warm_p / base[1]:6.2f} "
+                         f"{warm_v:11.2f} {warm_v / base[2]:6.2f} {spread:>12}  {'y' if all(d['ok']) else 'n':>2}  "
+                         f"{gf if gf is None else round(gf, 1)!s:>6}  {d['dynamo']}")  # fmt: skip
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cfg", default="yolov7.yaml")
@@ -80,6 +147,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="OMP/torch threads for both sides (0: leave as is)")
     ap.add_argument("--skip-process", action="store_true", help="only the in-process measurement")
+    ap.add_argument("--modes", action="store_true", help="ShapeOnly vs plain meta vs FakeTensorMode (see above)")
+    ap.add_argument("--cfgs", nargs="+", default=["yolov7.yaml", "yolov8n.yaml"], help="models for --modes")
+    ap.add_argument("--mode-child", choices=list(MODES), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "YOLO_VERBOSE": "false"}
@@ -91,7 +161,16 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.mode_child:
+        print(json.dumps(mode_child(args.cfg, args.act, args.mode_child, args.repeats, args.imgsz)))
+        return 0
     med = statistics.median
+    if args.modes:
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+              f"threads {args.threads or 'default'}; --act {args.act}, imgsz {args.imgsz}; patch_model with verify + "
+              f"GFLOPs; first call of a fresh process, then median of {args.repeats} warm calls; x = ratio to shapeonly")
+        print("\n".join(mode_table(args.cfgs, args.act, args.repeats, args.imgsz, env)))
+        return 0
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}, torch {torch.__version__}; {args.cfg} --act {args.act}, imgsz {args.imgsz}, "
           f"median of {args.repeats}")  # fmt: skip

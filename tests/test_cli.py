@@ -12,7 +12,7 @@ from yolo_act_swap.cli import main, run_guarded
 from yolo_act_swap.errors import SpecError
 
 SCRIPT = Path(sys.executable).with_name("yolo-act-swap")
-CMD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "yolo_act_swap.cli"]
+CMD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "yolo_act_swap"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -157,112 +157,6 @@ def test_internal_errors_exit_1(capsys):
     assert run_guarded(boom, []) == 1
     assert "internal error: RuntimeError: kaput (rerun with --verbose" in capsys.readouterr().err
     assert run_guarded(user, []) == 2
-
-
-# --- model resolution (--cfg / --weights / --repo) --------------------------------------------------------------------
-
-FAKE_YOLO = '''
-import torch.nn as nn
-import yaml
-
-
-class Conv(nn.Module):
-    def __init__(self, c1, c2):
-        super().__init__()
-        self.conv, self.bn, self.act = nn.Conv2d(c1, c2, 3, 1, 1, bias=False), nn.BatchNorm2d(c2), nn.SiLU()
-
-    def forward(self, x):
-        return self.act(self.bn(self.conv(x)))
-
-
-class Model(nn.Module):
-    """Stands in for upstream models.yolo.Model: built from a YAML path, layers in self.model."""
-
-    def __init__(self, cfg, ch=3, nc=None, anchors=None):
-        super().__init__()
-        self.yaml = yaml.safe_load(open(cfg))
-        self.yaml_file = cfg
-        widths = [ch] + [row[3][0] for row in self.yaml["backbone"] + self.yaml["head"]]
-        self.model = nn.Sequential(*(Conv(a, b) for a, b in zip(widths, widths[1:])))
-
-    def forward(self, x):
-        return self.model(x)
-'''
-
-
-@pytest.fixture
-def fake_upstream(tmp_path):
-    """A minimal upstream-shaped checkout (models/yolo.py + models/common.py), removed from sys.modules afterwards."""
-    repo = tmp_path / "yolov5"
-    (repo / "models").mkdir(parents=True)
-    (repo / "models" / "__init__.py").write_text("")
-    (repo / "models" / "common.py").write_text("")
-    (repo / "models" / "yolo.py").write_text(FAKE_YOLO)
-    (repo / "models" / "tiny.yaml").write_text(
-        "nc: 2\nanchors: [[10, 13]]\nbackbone:\n  [[-1, 1, Conv, [8]], [-1, 1, Conv, [16]]]\nhead:\n  [[-1, 1, Conv, [4]]]\n"
-    )
-    yield repo
-    for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
-        del sys.modules[name]
-    while str(repo.resolve()) in sys.path:
-        sys.path.remove(str(repo.resolve()))
-
-
-def test_cfg_names_paths_and_dicts(tmp_path):
-    from yolo_act_swap.models import builtin_models, default_cfg, load_model, read_model_yaml
-    from yolo_act_swap.nn.tasks import ActSwapDetectionModel
-    from yolo_act_swap.io import configs_dir
-
-    assert {"yolov7.yaml", "yolov7-tiny.yaml"} <= set(builtin_models()) and default_cfg() == "yolov7-tiny.yaml"
-    tiny = load_model("yolov7-tiny")  # a built-in name without .yaml
-    assert type(tiny).__name__ == "YOLOv7DetectionModel" and len(tiny.model) == 78
-    d = read_model_yaml(configs_dir() / "models" / "yolov7-tiny.yaml")
-    d["act_swap"] = {"act": "relu"}
-    from_dict = load_model(d)  # a dict with builder: yolov7 and an act_swap key
-    assert type(from_dict).__name__ == "YOLOv7DetectionModel"
-    assert {type(b.act).__name__ for b in __import__("yolo_act_swap").find_blocks(from_dict)} == {"ReLU"}
-    v8 = load_model("yolov8s.yaml", nc=3)  # an ultralytics name: scale s from the file name
-    assert type(v8) is ActSwapDetectionModel and v8.yaml["scale"] == "s" and v8.model[-1].nc == 3
-    p = tmp_path / "mine.yaml"
-    p.write_text((configs_dir() / "models" / "yolov7-tiny.yaml").read_text())
-    assert type(load_model(str(p))).__name__ == "YOLOv7DetectionModel"  # a path
-
-
-def test_weights_ultralytics_checkpoint(tmp_path):
-    import torch
-
-    from yolo_act_swap import patch_model
-    from yolo_act_swap.checkpoints import save_checkpoint
-    from yolo_act_swap.models import load_model
-
-    model = load_model("yolov8n.yaml")
-    patch_model(model, "relu", verify=False)
-    out = save_checkpoint(model, tmp_path / "w.pt", cfg="yolov8n.yaml", imgsz=64)
-    loaded = load_model(weights=out)
-    assert type(loaded).__name__ == "ActSwapDetectionModel" and not loaded.training
-    pairs = zip(model.state_dict().values(), loaded.state_dict().values())
-    assert all(torch.equal(a.half().float() if a.is_floating_point() else a, b) for a, b in pairs)  # saved in fp16
-    onto = load_model("yolov8n.yaml", weights=out)  # cfg + weights: tensors transferred by name and shape
-    assert torch.equal(onto.model[0].conv.weight, loaded.model[0].conv.weight)
-
-
-def test_upstream_checkout_in_process(fake_upstream, tmp_path, monkeypatch, capsys):
-    import torch
-
-    from yolo_act_swap.models import is_upstream_repo, load_model
-
-    assert is_upstream_repo(fake_upstream) and not is_upstream_repo(tmp_path)
-    model = load_model("tiny.yaml", repo=fake_upstream)  # found under models/
-    assert type(model).__module__ == "models.yolo" and len(model.model) == 3
-    torch.save({"model": model, "epoch": 3}, tmp_path / "up.pt")
-    assert type(load_model(weights=tmp_path / "up.pt", repo=fake_upstream)).__name__ == "Model"
-    monkeypatch.chdir(fake_upstream)  # the current directory is a checkout: found without --repo
-    assert main(["--cfg", "models/tiny.yaml", "--act", "mish", "--imgsz", "64"]) == 0
-    out = capsys.readouterr().out
-    assert "Model (tiny.yaml) from models/tiny.yaml: mish" in out and "swapped 3 of 3" in out
-    assert "backbone" in out and "head " in out  # the last layer is the head
-    assert main(["--cfg", "nope.yaml", "--repo", str(fake_upstream)]) == 2
-    assert "not found in the upstream checkout" in capsys.readouterr().err
 
 
 UPSTREAM = Path(os.environ.get("YAS_UPSTREAM_DIR", Path(__file__).resolve().parents[1] / ".upstream"))

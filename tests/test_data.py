@@ -232,7 +232,7 @@ def test_cli_bad_data_exit_2_one_line(small, tmp_path, capsys):
     from yolo_act_swap.cli import main
 
     # the real console path once, in a fresh process
-    r = subprocess.run([sys.executable, "-m", "yolo_act_swap.train", "--data", str(tmp_path / "missing.yaml")],
+    r = subprocess.run([sys.executable, "-m", "yolo_act_swap", "train", "--data", str(tmp_path / "missing.yaml")],
                        capture_output=True, text=True, env=dict(os.environ), timeout=300)
     _one_line_error(r.returncode, r.stderr, "missing.yaml' not found")
 
@@ -266,3 +266,10 @@ def test_cli_bad_data_exit_2_one_line(small, tmp_path, capsys):
     torch.save({"model": DetectionModel("yolov8n.yaml", nc=80, verbose=False).half(), "train_args": {}}, w)
     _one_line_error(*run("--weights", str(w), "--project", str(tmp_path)), "has 80 classes but demo has 3")
     assert not list(tmp_path.glob("exp*")), "no run folder is made for a run that cannot start"
+
+
+def test_is_demo():
+    from yolo_act_swap.data import is_demo
+
+    assert is_demo(None) and is_demo("demo") and is_demo("demo.yaml") and is_demo(Path("demo.yaml"))
+    assert not is_demo("coco.yaml") and not is_demo("configs/data/demo.yaml")

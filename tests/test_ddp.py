@@ -32,11 +32,12 @@ def _worker(rank: int, world: int, port: int, out: str):
         from torch.nn.parallel import DistributedDataParallel as DDP
         from ultralytics.cfg import get_cfg
 
-        from yolo_act_swap.optim import activation_parameters
-        from yolo_act_swap.train import build_model, load_model_cfg, with_spec
+        from yolo_act_swap.engine.optim import activation_parameters
+        from yolo_act_swap.engine.run import with_spec
+        from yolo_act_swap.models import build_detection_model, load_model_cfg
 
         torch.manual_seed(100 + rank)  # different init per rank: DDP must broadcast rank 0's weights
-        model = build_model(with_spec(load_model_cfg("yolov8n.yaml"), spec=SPEC), nc=3)
+        model = build_detection_model(with_spec(load_model_cfg("yolov8n.yaml"), spec=SPEC), nc=3, verbose=False)
         model.args = get_cfg()
         model.train()
         ddp = DDP(model, find_unused_parameters=False)

@@ -15,7 +15,7 @@ from yolo_act_swap import PatchError, ShapeMismatch, SpecError, load_spec, patch
 from yolo_act_swap.activations import ACT_TAG, create_activation, list_activations
 from yolo_act_swap.activations import temporary_activation
 from yolo_act_swap.nn.tasks import ActSwapDetectionModel
-from yolo_act_swap.patch import find_blocks
+from yolo_act_swap.blocks import find_blocks
 
 IMGSZ = 64
 MODELS = ("yolov5n.yaml", "yolov8n.yaml", "yolo11n.yaml")
@@ -380,3 +380,18 @@ def test_new_activations_follow_device_and_dtype():
     patch_model(model, "frelu", verify=False)
     assert all(p.dtype == torch.float64 for p in model.parameters())
     assert create_activation("frelu", 8).conv.weight.dtype == torch.float32
+
+
+def test_patched_class_registry_and_no_import_of_model_classes():
+    """patch.py learns ActSwapDetectionModel from nn/tasks.py's registration, never by importing it (no cycle)."""
+    import ast
+    import inspect
+
+    from yolo_act_swap import patch as patch_mod
+    from yolo_act_swap.patch import _PATCHED_CLASS, register_patched_class
+
+    assert _PATCHED_CLASS[DetectionModel] is ActSwapDetectionModel
+    imported = {n.module for n in ast.walk(ast.parse(inspect.getsource(patch_mod))) if isinstance(n, ast.ImportFrom)}
+    assert not any("nn.tasks" in (m or "") or m == "nn" for m in imported)
+    with pytest.raises(TypeError, match="must subclass"):
+        register_patched_class(ActSwapDetectionModel, nn.Module)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from yolo_act_swap import ActivationArgError, SpecError, UnknownActivation, load_spec
-from yolo_act_swap.spec import ActSpec, Rule, SwapSpec, builtin_specs, parse_act_string
+from yolo_act_swap.spec import ActSpec, Rule, SwapSpec, builtin_specs, parse_act_string, split_top
 from yolo_act_swap.io import configs_dir
 
 
@@ -30,6 +30,13 @@ def test_shorthand_forms():
         {"k": 2, "reduction": 8, "gamma": 1.5},
     )
     assert parse_act_string("x:flag=true,v=[1, 2]") == ("x", {"flag": True, "v": [1, 2]})  # values are YAML scalars
+
+
+def test_split_top_keeps_brackets_and_quotes():
+    parts = split_top("acon_c:init=silu,v=[1, 2],w={a: 1, b: 2}", ",")
+    assert parts == ["acon_c:init=silu", "v=[1, 2]", "w={a: 1, b: 2}"]
+    assert split_top("a:s='x,y',b", ",") == ["a:s='x,y'", "b"] and split_top("", ",") == [""]
+    assert split_top("relu/frelu:k=(1/2)", "/") == ["relu", "frelu:k=(1/2)"]
 
 
 def test_dict_text_file_and_builtin_name(tmp_path):

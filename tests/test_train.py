@@ -5,6 +5,7 @@ them again, reload them in fresh processes, or exercise the trainer's pieces (op
 """
 
 import copy
+import functools
 import json
 import os
 import subprocess
@@ -16,18 +17,15 @@ import torch
 import yaml
 
 from yolo_act_swap.activations.registry import is_activation_module
-from yolo_act_swap.train import (
-    RESULT_FILE,
-    ActSwapTrainer,
-    amp_allclose,
-    build_model,
-    load_model_cfg,
-    regroup_activation_params,
-    train,
-    with_spec,
-)
+from yolo_act_swap.engine.amp import amp_allclose
+from yolo_act_swap.engine.optim import add_activation_param_groups
+from yolo_act_swap.engine.result import RESULT_FILE
+from yolo_act_swap.engine.run import train, with_spec
+from yolo_act_swap.engine.trainer import ActSwapTrainer
+from yolo_act_swap.models import build_detection_model, load_model_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
+build_model = functools.partial(build_detection_model, verbose=False)
 # The shared run: small enough for CI on 2 CPU cores, long enough to learn the demo's shapes.
 # acon_c starting as SiLU: per-channel parameters that the optimizer must train, at about the cost of SiLU.
 # Validation runs once, at the end (val=False), as the tests only need the final metrics.
@@ -59,7 +57,7 @@ def _trainer(cache, tmp_path, model, **over):
 # ------------------------------------------------------------------------------------------------- the shared run
 def test_training_learns_the_demo(run):
     from yolo_act_swap.data import resolve_data
-    from yolo_act_swap.val import ActSwapValidator
+    from yolo_act_swap.engine.validator import ActSwapValidator
 
     m = run["metrics"]
     # the same architecture, untrained, validated the same way
@@ -136,7 +134,7 @@ def test_val_script_reproduces_the_final_metrics(run, tmp_path):
 
 
 def test_val_save_json_gives_official_coco_map(run, tmp_path):
-    from yolo_act_swap.val import val
+    from yolo_act_swap.engine.validator import val
 
     out = val(run["best"], imgsz=RUN["imgsz"], batch=2 * RUN["batch"], device="cpu", save_json=True,
               project=str(tmp_path), name="coco")
@@ -195,7 +193,7 @@ SPEC = {
 def test_optimizer_groups(cache, tmp_path, iterations):
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    from yolo_act_swap.optim import split_activation_parameters
+    from yolo_act_swap.engine.optim import split_activation_parameters
 
     cfg = with_spec(load_model_cfg("yolov8n.yaml"), spec=SPEC)
     trainer = _trainer(cache, tmp_path, cfg, optimizer="auto")
@@ -252,14 +250,14 @@ def test_optimizer_groups(cache, tmp_path, iterations):
 def test_regroup_is_a_no_op_without_activation_params():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.SiLU())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    assert regroup_activation_params(opt, model, 1e-4) == [] and len(opt.param_groups) == 1
+    assert add_activation_param_groups(opt, model, 1e-4) == [] and len(opt.param_groups) == 1
 
 
 def test_weights_with_silu_init_start_from_unchanged_outputs(cache, tmp_path):
     """--weights from a SiLU checkpoint + acon_c init=silu: the patched model computes what the checkpoint did."""
     from ultralytics.nn.tasks import DetectionModel
 
-    from yolo_act_swap.train import prepare_run
+    from yolo_act_swap.engine.run import prepare_run
 
     torch.manual_seed(0)
     src = DetectionModel("yolov8n.yaml", nc=3, verbose=False).eval()
@@ -286,7 +284,7 @@ def test_weights_with_silu_init_start_from_unchanged_outputs(cache, tmp_path):
 def test_yolo_wrapper_trains_an_in_memory_patch(cache, tmp_path):
     """YOLO(yaml) patched in memory keeps its swap through Model.train(), which rebuilds the network."""
     from yolo_act_swap import patch_model
-    from yolo_act_swap.train import YOLO
+    from yolo_act_swap.engine.model import YOLO
 
     model = YOLO("yolov8n.yaml")
     patch_model(model, "hard_swish", verify=False)
@@ -298,8 +296,53 @@ def test_yolo_wrapper_trains_an_in_memory_patch(cache, tmp_path):
 
 
 def test_amp_check_runs_without_downloads():
-    from yolo_act_swap.train import check_amp
+    from yolo_act_swap.engine.amp import check_amp
 
     model = build_model(load_model_cfg("yolov8n.yaml"), nc=3)
     assert amp_allclose(model, "cpu", dtype=torch.bfloat16, imgsz=64)
     assert check_amp(model, "cpu") is False  # ultralytics' rule: no AMP on CPU, decided without any download
+
+
+def test_amp_hooks_pin_ultralytics_setup_order(cache, tmp_path, monkeypatch):
+    """What engine.amp relies on in ultralytics' (private) _setup_train, simulated on CPU: setup_model runs before the
+    AMP check, args.amp=False set there skips ultralytics' own (downloading) check_amp, and on_pretrain_routine_end
+    runs after ultralytics has set amp and the scaler, so the decision made there is the one training uses."""
+    import ultralytics.engine.trainer as ultralytics_trainer
+
+    from yolo_act_swap.engine import amp
+
+    calls = []
+    monkeypatch.setattr(ultralytics_trainer, "check_amp", lambda model: calls.append("ultralytics") or True)
+    monkeypatch.setattr(amp, "needs_own_check", lambda trainer: True)  # as on CUDA without yolo26n.pt
+    monkeypatch.setattr(amp, "check_amp", lambda model, device: calls.append("ours") or True)
+    cfg = with_spec(load_model_cfg("yolov8n.yaml"), act="relu")
+    trainer = _trainer(cache, tmp_path, cfg, amp=True, workers=0, epochs=1, batch=4, imgsz=64, val=False)
+    trainer._setup_train()
+    assert calls == ["ours"], "ultralytics ran its own AMP check although args.amp was False during its setup"
+    assert trainer.args.amp is True and trainer.amp is True  # the user's value is back; our decision is in force
+    assert (trainer.save_dir / "yolov8n.yaml").is_file()  # setup_model kept the model YAML in the run folder
+
+
+def test_val_metrics_table_text():
+    from yolo_act_swap.engine.validator import metrics_table
+
+    r = {"instances": 1234, "metrics": {"precision": 0.5, "recall": 0.25, "mAP50": 0.125, "mAP50-95": 0.0625},
+         "per_class": {"circle": {"instances": 7, "precision": 1, "recall": 0.5, "mAP50": 0.3333, "mAP50-95": 0.2},
+                       "a_long_class_name": {"instances": 1227, "precision": 0, "recall": 0, "mAP50": 0,
+                                             "mAP50-95": 0}},
+         "coco": {"evaluator": "faster-coco-eval", "mAP50-95": 0.1, "mAP50": 0.2}}
+    assert metrics_table(r) == (
+        "class              instances      P      R  mAP50  mAP50-95\n"
+        "-----------------------------------------------------------\n"
+        "all                     1234  0.500  0.250  0.125     0.062\n"
+        "circle                     7  1.000  0.500  0.333     0.200\n"
+        "a_long_class_name       1227  0.000  0.000  0.000     0.000\n"
+        "official COCO mAP (faster-coco-eval): mAP50-95 0.100  mAP50 0.200"
+    )
+
+
+def test_import_does_not_load_the_trainer():
+    code = ("import sys, yolo_act_swap; bad = [m for m in sys.modules if m.startswith(('ultralytics.engine.trainer', "
+            "'ultralytics.models', 'yolo_act_swap.engine.trainer'))]; print(bad); sys.exit(bool(bad))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]

@@ -224,3 +224,24 @@ def test_sizes():
     assert check_sizes(64, 32) == [(64, 64), (32, 64)]
     assert check_sizes(100, 32) == [(128, 128), (96, 128)]
     assert check_sizes((320, 256), 32) == [(320, 256), (288, 256)]  # 3/4 of 320 is 256 = w: one stride less
+
+
+def test_shape_mode_is_switchable_and_plain_meta_agrees():
+    """benchmarks/verify.py compares ShapeOnly with plain meta kernels through set_shape_mode: same verdicts."""
+    import contextlib
+
+    from yolo_act_swap.verify import set_shape_mode, shape_mode
+
+    ref = nn.Sequential(Conv(3, 8, 3, 2), Conv(8, 8, 3))
+    bad = copy.deepcopy(ref)
+    bad[1].act = _Crop()
+    assert isinstance(shape_mode(), ShapeOnly)
+    prev = set_shape_mode(contextlib.nullcontext)
+    try:
+        assert not isinstance(shape_mode(), ShapeOnly)
+        assert verify_shapes(copy.deepcopy(ref), ref, imgsz=64).ok
+        with pytest.raises(ShapeMismatch, match=r"^1 \(Conv, _Crop\): activation output \(2, 8, 16, 31\)"):
+            verify_shapes(bad, ref, imgsz=64)
+    finally:
+        set_shape_mode(prev)
+    assert isinstance(shape_mode(), ShapeOnly)

@@ -26,8 +26,11 @@ from .errors import (  # noqa: E402
     UnknownActivation,
 )
 from .models import build_detection_model, load_model  # noqa: E402
-from .optim import activation_parameters, add_activation_param_groups  # noqa: E402
-from .patch import PatchReport, find_blocks, patch_model  # noqa: E402
+from .engine.optim import activation_parameters, add_activation_param_groups  # noqa: E402
+from .blocks import find_blocks  # noqa: E402
+from .nn import tasks as _tasks  # noqa: E402, F401  (registers ActSwapDetectionModel with the patcher)
+from .patch import patch_model  # noqa: E402
+from .report import PatchReport  # noqa: E402
 from .spec import SwapSpec, load_spec  # noqa: E402
 from .verify import VerifyReport, verify_shapes  # noqa: E402
 from .checkpoints import register_safe_globals  # noqa: E402  (checkpoints load under ULTRALYTICS_SAFE_LOAD=1)

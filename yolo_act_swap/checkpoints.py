@@ -17,6 +17,7 @@ import torch.nn as nn
 import yaml
 
 from .activations.registry import list_activations
+from .blocks import unwrap_model
 from .errors import ModelError
 from .io import atomic_torch_save, atomic_write_text
 
@@ -80,8 +81,6 @@ def save_checkpoint(model, path: str | Path, report=None, cfg=None, imgsz: int =
     from datetime import datetime
 
     from . import __version__
-    from .patch import unwrap_model
-
     model = unwrap_model(model)
     meta = {"version": __version__, "report": report.to_dict() if report is not None else None}
     if isinstance(getattr(model, "yaml", None), dict) and "act_swap" in model.yaml:
@@ -143,8 +142,6 @@ def dump_model_yaml(d: dict) -> str:
 
 def save_model_yaml(model, path: str | Path) -> Path:
     """Write the model's YAML dict, with its ``act_swap:`` spec, so that ``--cfg path`` rebuilds the patched model."""
-    from .patch import unwrap_model
-
     model = unwrap_model(model)
     d = getattr(model, "yaml", None)
     if not isinstance(d, dict):

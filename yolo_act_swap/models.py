@@ -12,25 +12,29 @@
 YAML dicts with ``builder: yolov7`` are built by ``yolo_act_swap.nn.yolov7.YOLOv7DetectionModel``, every other
 ultralytics YAML by ``ActSwapDetectionModel``; both re-apply an ``act_swap:`` key. ``weights`` is an ultralytics
 checkpoint or, with an upstream ``repo``, an upstream one.
+
+This is the one resolver of model configs: ``load_model_cfg`` turns ``--cfg`` into a model dict (what the trainer
+builds from), ``default_cfg`` is the default ``--cfg`` of every command, and ``import_upstream`` is the only place
+that puts an upstream checkout on ``sys.path`` (for the ``with`` block only).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
-import io
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
-import yaml
 
 from .errors import ModelError
-from .io import configs_dir
+from .io import YAML_SUFFIXES, configs_dir, quiet, read_yaml
 
-YAML_SUFFIXES = (".yaml", ".yml")
+DEFAULT_CFG = "yolov7-tiny.yaml"  # upstream YOLOv7's small model, when the package ships its config
+FALLBACK_CFG = "yolov8n.yaml"
+UPSTREAM_PACKAGES = ("models", "utils")  # the top-level packages of a YOLOv5/YOLOv7 checkout
 
 
 # --- where a cfg lives ------------------------------------------------------------------------------------------------
@@ -42,8 +46,9 @@ def builtin_models() -> list[str]:
 
 
 def default_cfg() -> str:
-    """The default ``--cfg``: ``yolov7-tiny.yaml`` when it ships in ``configs/models/``, else ``yolov8n.yaml``."""
-    return "yolov7-tiny.yaml" if (configs_dir() / "models" / "yolov7-tiny.yaml").is_file() else "yolov8n.yaml"
+    """The default ``--cfg`` of every command: ``yolov7-tiny.yaml`` when it ships in ``configs/models/``, else
+    ``yolov8n.yaml``."""
+    return DEFAULT_CFG if (configs_dir() / "models" / DEFAULT_CFG).is_file() else FALLBACK_CFG
 
 
 def is_upstream_repo(path: str | Path | None) -> bool:
@@ -102,16 +107,7 @@ def read_model_yaml(path: str | Path) -> dict:
     """A model YAML file as a dict (``yaml.safe_load``), with ``yaml_file`` set and the ultralytics ``scale`` guessed
     from the file name when the file has ``scales`` but no ``scale``."""
     path = Path(path)
-    try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ModelError(
-            f"{where}: malformed YAML ({' '.join(str(getattr(e, 'problem', e)).split())}); fix it"
-        ) from None
-    except OSError as e:
-        raise ModelError(f"cannot read model config {path}: {e}") from None
+    d = read_yaml(path, ModelError, what="model config")
     if not isinstance(d, dict) or not isinstance(d.get("backbone"), list) or not isinstance(d.get("head"), list):
         raise ModelError(f"{path}: not a model YAML (it needs 'backbone' and 'head' lists)")
     if d.get("scales") and not d.get("scale"):
@@ -127,7 +123,7 @@ def _ultralytics_yaml(cfg: str) -> dict:
     from ultralytics.nn.tasks import yaml_model_load
 
     try:
-        with _quiet(True):
+        with quiet():
             return yaml_model_load(cfg)
     except (FileNotFoundError, OSError, ValueError, TypeError) as e:
         raise ModelError(
@@ -137,22 +133,28 @@ def _ultralytics_yaml(cfg: str) -> dict:
         ) from None
 
 
+def _reject_checkpoint(cfg: Any) -> None:
+    if isinstance(cfg, (str, Path)) and str(cfg).endswith((".pt", ".pth")):
+        raise ModelError(f"--cfg {cfg} is a checkpoint; pass it with --weights (--cfg takes a model YAML)")
+
+
+def load_model_cfg(cfg: Any) -> dict:
+    """Resolve ``--cfg`` (a dict, a YAML path, a name in ``configs/models/`` or an ultralytics model name) to a dict.
+
+    Returns:
+        (dict): a fresh model dict (a deep copy of a given dict; ``yaml_file`` set; ``act_swap:`` kept when present).
+
+    Raises:
+        ModelError: a checkpoint passed as a config, or a config that cannot be found or parsed.
+    """
+    if isinstance(cfg, dict):
+        return copy.deepcopy(cfg)
+    _reject_checkpoint(cfg)
+    path = _find_local(str(cfg))
+    return read_model_yaml(path) if path is not None else _ultralytics_yaml(str(cfg))
+
+
 # --- building ---------------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet(enabled: bool):
-    """Silence stdout and logging (upstream code prints model tables unconditionally)."""
-    if not enabled:
-        yield
-        return
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logging.disable(previous)
 
 
 def build_detection_model(cfg: Any, ch: int = 3, nc: int | None = None, verbose: bool = True) -> nn.Module:
@@ -169,11 +171,7 @@ def build_detection_model(cfg: Any, ch: int = 3, nc: int | None = None, verbose:
     """
     from .nn.tasks import ActSwapDetectionModel
 
-    if isinstance(cfg, dict):
-        d = cfg
-    else:
-        path = _find_local(str(cfg))
-        d = read_model_yaml(path) if path is not None else _ultralytics_yaml(str(cfg))
+    d = cfg if isinstance(cfg, dict) else load_model_cfg(cfg)
     if str(d.get("builder", "")).strip().lower() == "yolov7":
         from .nn.yolov7 import YOLOv7DetectionModel
 
@@ -187,47 +185,87 @@ def build_detection_model(cfg: Any, ch: int = 3, nc: int | None = None, verbose:
         ) from e
 
 
-def import_upstream(repo: Path):
-    """Import ``models.yolo`` from an upstream checkout, in-process (the checkout goes first on ``sys.path``).
+def _upstream_modules() -> dict:
+    """The loaded modules under the checkout package names (``models``, ``models.yolo``, ``utils.general``, ...)."""
+    return {n: m for n, m in sys.modules.items() if n.split(".")[0] in UPSTREAM_PACKAGES}
 
-    Top-level ``models``/``utils`` packages already imported from another place are dropped from ``sys.modules``
-    first, so the checkout's own are used.
+
+def _outside(module, repo: Path) -> bool:
+    f = getattr(module, "__file__", None)
+    return bool(f) and repo not in Path(f).resolve().parents
+
+
+@contextlib.contextmanager
+def import_upstream(repo: str | Path):
+    """Import ``models.yolo`` from an upstream checkout for the duration of a ``with`` block, and yield it.
+
+    Inside the block the checkout goes first on ``sys.path`` and top-level ``models``/``utils`` modules loaded from
+    another place are set aside, so the checkout's own are used (also by ``torch.load``, whose pickles name
+    ``models.yolo.Model`` & co). Afterwards ``sys.path`` is restored exactly, and so is ``sys.modules`` when the block
+    failed. When it succeeded, the checkout's modules stay loaded: the models built inside the block are instances of
+    their classes, and ``pickle``/``torch.save`` look those classes up in ``sys.modules`` by module name (lazy
+    ``from utils.x import y`` inside upstream code keeps working through the packages' ``__path__``). The set-aside
+    modules come back wherever the checkout took none of their package names.
+
+    Raises:
+        ModelError: the checkout's code cannot be imported (its requirements are missing, say).
     """
     repo = Path(repo).resolve()
-    for name in list(sys.modules):
-        if name.split(".")[0] in ("models", "utils"):
-            f = getattr(sys.modules[name], "__file__", None)
-            if f and repo not in Path(f).resolve().parents:
-                del sys.modules[name]
+    saved_path, before = list(sys.path), _upstream_modules()
+    for name, module in before.items():
+        if _outside(module, repo):
+            del sys.modules[name]
     if str(repo) not in sys.path:
         sys.path.insert(0, str(repo))
+    ok = False
     try:
-        return importlib.import_module("models.yolo")
-    except Exception as e:  # noqa: BLE001 - any import failure of third-party code is a setup problem
-        raise ModelError(
-            f"cannot import the upstream model code from {repo} ({type(e).__name__}: {e}); install that checkout's "
-            f"requirements (pip install -r {repo / 'requirements.txt'})"
-        ) from None
+        try:
+            yolo = importlib.import_module("models.yolo")
+        except Exception as e:  # noqa: BLE001 - any import failure of third-party code is a setup problem
+            raise ModelError(
+                f"cannot import the upstream model code from {repo} ({type(e).__name__}: {e}); install that "
+                f"checkout's requirements (pip install -r {repo / 'requirements.txt'})"
+            ) from None
+        yield yolo
+        ok = True
+    finally:
+        sys.path[:] = saved_path
+        _restore_modules(before, keep_checkout=ok)
+
+
+def _restore_modules(before: dict, keep_checkout: bool) -> None:
+    """Put ``sys.modules``' checkout-named entries back as they were (see ``import_upstream``)."""
+    now = _upstream_modules()
+    if not keep_checkout:
+        for name, module in now.items():
+            if before.get(name) is not module:
+                del sys.modules[name]
+        sys.modules.update(before)
+        return
+    taken = {n.split(".")[0] for n in now}
+    for name, module in before.items():
+        if name.split(".")[0] not in taken:
+            sys.modules[name] = module
 
 
 def build_upstream_model(cfg: str | Path | dict, repo: Path, nc: int | None = None, verbose: bool = False) -> nn.Module:
     """An upstream YOLOv5/YOLOv7 ``models.yolo.Model`` built from its YAML, with the checkout's own code."""
-    yolo = import_upstream(repo)
-    try:
-        with _quiet(not verbose):
-            return yolo.Model(str(cfg) if isinstance(cfg, Path) else cfg, ch=3, nc=nc)
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(f"upstream Model({cfg}) failed: {type(e).__name__}: {e}") from e
+    with import_upstream(repo) as yolo:
+        try:
+            with quiet(not verbose):
+                return yolo.Model(str(cfg) if isinstance(cfg, Path) else cfg, ch=3, nc=nc)
+        except Exception as e:  # noqa: BLE001
+            raise ModelError(f"upstream Model({cfg}) failed: {type(e).__name__}: {e}") from e
 
 
 def _load_upstream_checkpoint(weights: Path, repo: Path) -> nn.Module:
     import torch
 
-    import_upstream(repo)  # the pickle names models.yolo.Model & co
-    try:
-        ckpt = torch.load(weights, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(f"cannot load upstream checkpoint {weights}: {type(e).__name__}: {e}") from None
+    with import_upstream(repo):  # the pickle names models.yolo.Model & co
+        try:
+            ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise ModelError(f"cannot load upstream checkpoint {weights}: {type(e).__name__}: {e}") from None
     model = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else ckpt
     if not isinstance(model, nn.Module):
         raise ModelError(f"{weights}: no model in this checkpoint (keys: {list(ckpt)[:8]})")
@@ -240,7 +278,7 @@ def _load_ultralytics_checkpoint(weights: Path) -> nn.Module:
     except ImportError:  # ultralytics < 8.4
         from ultralytics.nn.tasks import attempt_load_one_weight as load_checkpoint
     try:
-        with _quiet(True):
+        with quiet():
             model, _ = load_checkpoint(str(weights))
     except (TypeError, ModuleNotFoundError) as e:
         if "YOLOv5" in str(e) or getattr(e, "name", "") in ("models", "models.yolo", "models.common"):
@@ -273,8 +311,7 @@ def load_model(
     """
     if cfg is None and weights is None:
         raise ModelError("no model given: pass --cfg YAML or --weights CHECKPOINT")
-    if isinstance(cfg, (str, Path)) and str(cfg).endswith((".pt", ".pth")):
-        raise ModelError(f"--cfg {cfg} is a checkpoint; pass it with --weights (--cfg takes a model YAML)")
+    _reject_checkpoint(cfg)
     upstream, explicit = _upstream_repo(repo)
     wpath = None
     if weights is not None:
@@ -294,7 +331,7 @@ def load_model(
         if up_path is not None and (explicit or _is_upstream_yaml(up_path)):
             model, built_upstream = build_upstream_model(up_path, upstream, nc=nc, verbose=verbose), True
         else:
-            with _quiet(not verbose):
+            with quiet(not verbose):
                 model = build_detection_model(cfg, nc=nc, verbose=verbose)
     if wpath is not None:
         if upstream is not None and (explicit or built_upstream):
@@ -315,8 +352,8 @@ def load_model(
 def _is_upstream_yaml(path: Path) -> bool:
     """Inside an auto-detected checkout, a YAML without ultralytics/yolo-act-swap markers is upstream's."""
     try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        d = read_yaml(path, ModelError, what="model config")
+    except ModelError:
         return False
     return isinstance(d, dict) and "builder" not in d and "scales" not in d and "anchors" in d
 

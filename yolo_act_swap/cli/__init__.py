@@ -18,10 +18,10 @@ from ..errors import ActSwapError
 
 # subcommand -> module with a ``main(argv) -> int``
 SUBCOMMANDS = {
-    "train": "yolo_act_swap.train",
-    "val": "yolo_act_swap.val",
-    "sweep": "yolo_act_swap.sweep",
-    "plot": "yolo_act_swap.plots",
+    "train": "yolo_act_swap.cli.train",
+    "val": "yolo_act_swap.cli.val",
+    "sweep": "yolo_act_swap.cli.sweep",
+    "plot": "yolo_act_swap.cli.plot",
     "export-check": "yolo_act_swap.cli.export_check",
 }
 PATCH_COMMAND = "yolo_act_swap.cli.patch"  # the default command (no subcommand)

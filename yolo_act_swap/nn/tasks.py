@@ -3,6 +3,9 @@
 ``ActSwapDetectionModel`` is an ultralytics ``DetectionModel`` that (1) re-applies the ``act_swap:`` spec of its YAML
 every time it is built, so rebuilds by the trainer, resumes and DDP workers reproduce the patched model, and (2) folds
 foldable activations (FReLU's BatchNorm) when ``fuse()`` is called, as ultralytics predict and export do.
+
+Importing this module registers it with the patcher (``patch.register_patched_class``): ``patch_model`` turns a plain
+``DetectionModel`` into an ``ActSwapDetectionModel``. ``import yolo_act_swap`` imports it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from ultralytics.nn.tasks import DetectionModel
 
 from ..activations.registry import fuse_activations
+from ..patch import patch_model, register_patched_class
 
 
 class ActSwapDetectionModel(DetectionModel):
@@ -31,11 +35,13 @@ class ActSwapDetectionModel(DetectionModel):
         spec = self.yaml.get("act_swap") if isinstance(self.yaml, dict) else None
         if not spec:
             return None
-        from ..patch import patch_model  # late import: patch imports model helpers
-
         return patch_model(self, spec, verify=False)
 
     def fuse(self, verbose=True, imgsz=640):
         """Fuse conv+BN as ultralytics does, then fold the BatchNorms inside activations."""
         fuse_activations(self)
         return super().fuse(verbose=verbose, imgsz=imgsz)
+
+
+# a plain DetectionModel becomes an ActSwapDetectionModel when patched (same state, the behaviour above)
+register_patched_class(DetectionModel, ActSwapDetectionModel)

@@ -18,12 +18,12 @@ import ast
 import contextlib
 import inspect
 from copy import deepcopy
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-import yaml
 from ultralytics.nn.modules import Concat, Conv, Detect
 from ultralytics.utils import LOGGER
 from ultralytics.utils.ops import make_divisible
@@ -39,8 +39,9 @@ except ImportError:  # ultralytics releases without QAT support
 
 
 from ..errors import ModelError
-from ..io import configs_dir
+from ..io import configs_dir, read_yaml
 from .tasks import ActSwapDetectionModel
+from .yolov7_modules import MP, SP, SPPCSPC, RepConv, fresh_act, parse_act
 
 __all__ = (
     "MP",
@@ -55,188 +56,6 @@ __all__ = (
 )
 
 BUILDER = "yolov7"
-
-# torch.nn activations a config may name, e.g. ``nn.LeakyReLU(0.1)``; built from literal arguments only, never eval'd.
-SAFE_ACTS = frozenset(
-    {
-        "CELU",
-        "ELU",
-        "GELU",
-        "Hardsigmoid",
-        "Hardswish",
-        "Hardtanh",
-        "Identity",
-        "LeakyReLU",
-        "Mish",
-        "PReLU",
-        "ReLU",
-        "ReLU6",
-        "SELU",
-        "SiLU",
-        "Sigmoid",
-        "Softplus",
-        "Tanh",
-    }
-)
-
-
-def _fresh_act(act) -> nn.Module:
-    """A new activation module: SiLU for ``True``, a copy of a given module, Identity for ``False``/``None``."""
-    if act is True:
-        return nn.SiLU()
-    if isinstance(act, nn.Module):
-        return deepcopy(act)
-    return nn.Identity()
-
-
-class MP(nn.Module):
-    """YOLOv7 max-pool downsampling: ``MaxPool2d(k, stride=k)``.
-
-    Args:
-        k (int): kernel size and stride.
-    """
-
-    def __init__(self, k: int = 2):
-        super().__init__()
-        self.m = nn.MaxPool2d(kernel_size=k, stride=k)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Downsample ``x`` by ``k``."""
-        return self.m(x)
-
-
-class SP(nn.Module):
-    """YOLOv7 'same' max-pool (yolov7-tiny's SPP branches): ``MaxPool2d(k, stride=s, padding=k // 2)``.
-
-    Args:
-        k (int): kernel size.
-        s (int): stride.
-    """
-
-    def __init__(self, k: int = 3, s: int = 1):
-        super().__init__()
-        self.m = nn.MaxPool2d(kernel_size=k, stride=s, padding=k // 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pool ``x``; spatial size is kept when ``s == 1``."""
-        return self.m(x)
-
-
-class SPPCSPC(nn.Module):
-    """YOLOv7 spatial pyramid pooling inside a cross-stage-partial block.
-
-    A 1x1 -> 3x3 -> 1x1 stem, max-pools of kernels ``k`` concatenated with it, a 1x1 -> 3x3 fuse, then a concat with a
-    1x1 shortcut branch and a final 1x1. Hidden width ``c_ = int(2 * c2 * e)``.
-
-    Args:
-        c1 (int): input channels.
-        c2 (int): output channels.
-        n (int): unused; kept so that upstream argument lists parse the same.
-        shortcut (bool): unused; kept for upstream argument compatibility.
-        g (int): unused; kept for upstream argument compatibility.
-        e (float): hidden-width ratio.
-        k (tuple[int, ...]): max-pool kernel sizes.
-        act (bool | nn.Module): activation of every conv (a fresh copy each); True means SiLU.
-    """
-
-    def __init__(self, c1, c2, n=1, shortcut=False, g=1, e=0.5, k=(5, 9, 13), act=True):
-        super().__init__()
-        c_ = int(2 * c2 * e)
-        self.cv1 = Conv(c1, c_, 1, 1, act=_fresh_act(act))
-        self.cv2 = Conv(c1, c_, 1, 1, act=_fresh_act(act))
-        self.cv3 = Conv(c_, c_, 3, 1, act=_fresh_act(act))
-        self.cv4 = Conv(c_, c_, 1, 1, act=_fresh_act(act))
-        self.m = nn.ModuleList(nn.MaxPool2d(kernel_size=x, stride=1, padding=x // 2) for x in k)
-        self.cv5 = Conv((len(k) + 1) * c_, c_, 1, 1, act=_fresh_act(act))
-        self.cv6 = Conv(c_, c_, 3, 1, act=_fresh_act(act))
-        self.cv7 = Conv(2 * c_, c2, 1, 1, act=_fresh_act(act))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the pooled CSP features, ``c2`` channels at the input's resolution."""
-        x1 = self.cv4(self.cv3(self.cv1(x)))
-        y1 = self.cv6(self.cv5(torch.cat([x1, *(m(x1) for m in self.m)], 1)))
-        return self.cv7(torch.cat((y1, self.cv2(x)), 1))
-
-
-class RepConv(nn.Module):
-    """YOLOv7's re-parameterisable 3x3 conv (RepVGG style) with its own activation.
-
-    Training: ``act(BN(conv3x3(x)) + BN(conv1x1(x)) [+ BN(x) when c1 == c2 and s == 1])``. ``fuse_convs()`` folds the
-    branches into one biased 3x3 conv (``rbr_reparam``) with the same output. Parameter names follow upstream so that
-    official weights load by name.
-
-    Args:
-        c1 (int): input channels.
-        c2 (int): output channels.
-        k (int): kernel size; must be 3.
-        s (int): stride.
-        p (int, optional): padding; must resolve to 1.
-        g (int): groups.
-        act (bool | nn.Module): activation; True means a fresh SiLU, a module is used as given, False means none.
-    """
-
-    def __init__(self, c1, c2, k=3, s=1, p=None, g=1, act=True):
-        super().__init__()
-        if k != 3 or p not in (None, 1):
-            raise ModelError(f"RepConv supports only k=3 with padding 1, got k={k}, p={p}: use Conv for other kernels")
-        self.in_channels, self.out_channels, self.groups = c1, c2, g
-        self.act = nn.SiLU() if act is True else act if isinstance(act, nn.Module) else nn.Identity()
-        self.rbr_identity = nn.BatchNorm2d(c1) if c1 == c2 and s == 1 else None
-        self.rbr_dense = nn.Sequential(nn.Conv2d(c1, c2, 3, s, 1, groups=g, bias=False), nn.BatchNorm2d(c2))
-        self.rbr_1x1 = nn.Sequential(nn.Conv2d(c1, c2, 1, s, 0, groups=g, bias=False), nn.BatchNorm2d(c2))
-
-    @property
-    def fused(self) -> bool:
-        """True once ``fuse_convs()`` has replaced the branches by ``rbr_reparam``."""
-        return "rbr_reparam" in self._modules
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Sum of the three branches, activated (or the fused conv, activated, after ``fuse_convs()``)."""
-        if self.fused:
-            return self.forward_fuse(x)
-        y = self.rbr_dense(x) + self.rbr_1x1(x)
-        if self.rbr_identity is not None:
-            y = y + self.rbr_identity(x)
-        return self.act(y)
-
-    def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward through the single fused 3x3 conv."""
-        return self.act(self.rbr_reparam(x))
-
-    @staticmethod
-    def _fold_bn(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-        """Kernel and bias of ``bn(conv(x))`` as one biased conv."""
-        scale = bn.weight / (bn.running_var + bn.eps).sqrt()
-        return kernel * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
-
-    def get_equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The 3x3 kernel and bias equal to the three branches in eval mode."""
-        k3, b3 = self._fold_bn(self.rbr_dense[0].weight, self.rbr_dense[1])
-        k1, b1 = self._fold_bn(self.rbr_1x1[0].weight, self.rbr_1x1[1])
-        kernel, bias = k3 + F.pad(k1, [1, 1, 1, 1]), b3 + b1
-        if self.rbr_identity is not None:
-            cpg = self.in_channels // self.groups  # input channels per group
-            eye = torch.zeros_like(k3)
-            idx = torch.arange(self.in_channels, device=eye.device)
-            eye[idx, idx % cpg, 1, 1] = 1.0
-            ki, bi = self._fold_bn(eye, self.rbr_identity)
-            kernel, bias = kernel + ki, bias + bi
-        return kernel, bias
-
-    @torch.no_grad()
-    def fuse_convs(self) -> None:
-        """Replace the branches by one biased 3x3 conv with the same eval-mode output; idempotent."""
-        if self.fused:
-            return
-        kernel, bias = self.get_equivalent_kernel_bias()
-        conv = self.rbr_dense[0]
-        fused = nn.Conv2d(self.in_channels, self.out_channels, 3, conv.stride, 1, groups=self.groups, bias=True)
-        fused = fused.to(device=kernel.device, dtype=kernel.dtype).requires_grad_(False)
-        fused.weight.copy_(kernel.to(conv.weight.dtype))
-        fused.bias.copy_(bias.to(conv.weight.dtype))
-        del self.rbr_dense, self.rbr_1x1, self.rbr_identity
-        self.rbr_reparam = fused
-
 
 # ----------------------------------------------------------------------------------------------------------- parsing
 
@@ -274,12 +93,7 @@ def load_yolov7_cfg(cfg: str | Path | dict) -> dict:
     else:
         path = _cfg_path(cfg)
         where = str(path)
-        try:
-            d = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise ModelError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)}): fix the syntax") from None
+        d = read_yaml(path, ModelError, what="model config")
         if not isinstance(d, dict):
             raise ModelError(f"{path}: a model config must be a YAML mapping with backbone/head lists")
         d["yaml_file"] = str(path)
@@ -291,61 +105,6 @@ def load_yolov7_cfg(cfg: str | Path | dict) -> dict:
     if "nc" not in d:
         raise ModelError(f"{where}: missing top-level 'nc' (number of classes): add e.g. 'nc: 80'")
     return d
-
-
-def parse_act(spec, where: str = "act"):
-    """Turn a config's activation value into ``True``/``False`` or a fresh ``nn.Module``, without eval.
-
-    Accepts YAML booleans, ``None`` (no activation, as in upstream), and calls of whitelisted ``torch.nn`` activations
-    with literal arguments, e.g. ``nn.LeakyReLU(0.1)`` or ``nn.ELU(alpha=0.5)``.
-
-    Args:
-        spec (bool | str | None): the value from the config.
-        where (str): what to name in an error message (file, layer).
-
-    Returns:
-        (bool | nn.Module): ``True`` (the model's default), ``False`` (no activation) or a new module.
-    """
-    if spec is None:
-        return False
-    if isinstance(spec, bool):
-        return spec
-    if isinstance(spec, str):
-        text = spec.strip()
-        if text in ("True", "False", "None"):
-            return {"True": True, "False": False, "None": False}[text]
-        hint = f"use e.g. nn.LeakyReLU(0.1) with one of {', '.join(sorted(SAFE_ACTS))}"
-        try:
-            node = ast.parse(text, mode="eval").body
-        except SyntaxError:
-            raise ModelError(f"{where}: activation {text!r} is not a call like nn.Name(args): {hint}") from None
-        if isinstance(node, (ast.Name, ast.Attribute)):  # allow a bare nn.SiLU
-            node = ast.Call(func=node, args=[], keywords=[])
-        if not isinstance(node, ast.Call):
-            raise ModelError(f"{where}: activation {text!r} is not a call like nn.Name(args): {hint}")
-        func = node.func
-        if isinstance(func, ast.Attribute) and ast.unparse(func.value) in ("nn", "torch.nn"):
-            name = func.attr
-        elif isinstance(func, ast.Name):
-            name = func.id
-        else:
-            name = None
-        if name not in SAFE_ACTS:
-            raise ModelError(
-                f"{where}: activation {text!r} is not a torch.nn activation: {hint} (swap in others with act_swap:)"
-            )
-        try:
-            args = [ast.literal_eval(a) for a in node.args]
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-        except ValueError:
-            raise ModelError(f"{where}: activation {text!r} must have literal arguments only: {hint}") from None
-        if None in kwargs:
-            raise ModelError(f"{where}: activation {text!r} must not use **kwargs: {hint}")
-        try:
-            return getattr(nn, name)(*args, **kwargs)
-        except (TypeError, ValueError) as e:
-            raise ModelError(f"{where}: activation {text!r} has bad arguments ({e}): fix them") from None
-    raise ModelError(f"{where}: activation must be true, false or a string like 'nn.LeakyReLU(0.1)', got {spec!r}")
 
 
 def _make_detect(nc: int, reg_max: int, end2end: bool, ch: list[int]) -> Detect:
@@ -391,6 +150,104 @@ def _resolve_args(args: list, nc: int) -> list:
     return out
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """What every row of a config is built with: the scaling, the default activation and the head options."""
+
+    where: str
+    nc: int
+    depth: float
+    width: float
+    max_channels: float
+    act: Any
+    reg_max: int
+    end2end: bool
+
+
+def _settings(d: dict) -> _Settings:
+    where = d.get("yaml_file") or "model dict"
+    nc = d["nc"]
+    depth, width = d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
+    max_channels = float("inf")
+    if d.get("scales"):
+        scale = d.get("scale") or next(iter(d["scales"]))
+        depth, width, max_channels = d["scales"][scale]
+    act = parse_act(d.get("act", True), f"{where}: act")
+    return _Settings(where, nc, depth, width, max_channels, act, d.get("reg_max", 16), bool(d.get("end2end", False)))
+
+
+def _check_row(row, i: int, here: str) -> tuple:
+    """``(from, from-list, number, module name, args)`` of a valid ``[from, number, module, args]`` row."""
+    if not (isinstance(row, (list, tuple)) and len(row) == 4):
+        raise ModelError(f"{here}: expected [from, number, module, args], got {row!r}")
+    f, n, name, args = row
+    if name not in _MODULES:
+        raise ModelError(f"{here}: unknown module {name!r}: use one of {', '.join(_MODULES)}")
+    froms = [f] if isinstance(f, int) else list(f) if isinstance(f, (list, tuple)) else None
+    ok = froms == [-1] if i == 0 else froms and all(isinstance(x, int) and -i <= x < i for x in froms)
+    if not ok:
+        raise ModelError(f"{here}: 'from' {f!r} must name earlier layers (negative = relative, e.g. -1 or [-1, 6])")
+    if not isinstance(n, int) or n < 1:
+        raise ModelError(f"{here}: 'number' must be a positive integer, got {n!r}")
+    return f, froms, n, name, args
+
+
+def _layer_args(name: str, args: list, cin: list[int], s: _Settings, here: str) -> tuple[list, int | None, Any]:
+    """The constructor args, the output channels and the activation of one row (widths scaled, per-layer act)."""
+    if name in _WIDTH_MODULES:
+        act = s.act
+        c2 = make_divisible(min(args[0], s.max_channels) * s.width, 8)
+        if name in _ACT_INDEX and len(args) > _ACT_INDEX[name]:
+            layer_act = parse_act(args[_ACT_INDEX[name]], f"{here} ({name})")
+            act = s.act if layer_act is True else layer_act
+            args = args[: _ACT_INDEX[name]]
+        return [cin[0], c2, *args[1:]], c2, act
+    if name == "Concat":
+        return args, sum(cin), s.act
+    if name == "Detect":
+        if len(args) != 1:
+            raise ModelError(f"{here}: Detect takes [nc] only, got {args!r}")
+        return args, None, s.act
+    return args, cin[0], s.act  # MP, SP, nn.Upsample keep the channels
+
+
+def _make_blocks(name: str, args: list, n: int, act, cin: list[int], s: _Settings) -> list[nn.Module]:
+    m = _MODULES[name]
+    if name == "Detect":
+        head = _make_detect(args[0], s.reg_max, s.end2end, cin)
+        for sub in head.modules():  # fresh head activations: the model's act, never Conv.default_act
+            if isinstance(sub, Conv):
+                sub.act = fresh_act(s.act)
+        return [head]
+    if name in _WIDTH_MODULES:
+        return [m(*args, act=fresh_act(act)) for _ in range(n)]
+    return [m(*args) for _ in range(n)]
+
+
+def _build_row(row, i: int, ch: int, chs: list, s: _Settings, verbose: bool) -> tuple[nn.Module, list[int], Any]:
+    """Layer ``i``: the module (with ``.i``, ``.f``, ``.type``, ``.np``), the layers it reads and its output width."""
+    here = f"{s.where}: layer {i}"
+    f, froms, n, name, args = _check_row(row, i, here)
+    args = _resolve_args(list(args or []), s.nc)
+    cin = [ch if i == 0 else chs[x] for x in froms]  # input channels per source
+    n = max(round(n * s.depth), 1) if n > 1 else n
+    try:
+        args, c2, act = _layer_args(name, args, cin, s, here)
+        blocks = _make_blocks(name, args, n, act, cin, s)
+    except ModelError as e:
+        msg = str(e)
+        raise ModelError(msg if msg.startswith(s.where) else f"{here}: {msg}") from None
+    except (TypeError, ValueError, IndexError) as e:
+        raise ModelError(f"{here}: {name}{args} cannot be built ({e}): fix its args") from None
+    m = _MODULES[name]
+    m_ = nn.Sequential(*blocks) if n > 1 else blocks[0]
+    m_.np = sum(p.numel() for p in m_.parameters())
+    m_.i, m_.f, m_.type = i, f, f"{m.__module__}.{m.__qualname__}"
+    if verbose:
+        LOGGER.info(f"{i:>3}{f!s:>20}{n:>3}{m_.np:10.0f}  {m_.type:<45}{args!s:<30}")
+    return m_, froms, c2
+
+
 def parse_yolov7_model(d: dict, ch: int = 3, verbose: bool = True) -> tuple[nn.Sequential, list[int]]:
     """Build the layers of a ``builder: yolov7`` config.
 
@@ -408,79 +265,17 @@ def parse_yolov7_model(d: dict, ch: int = 3, verbose: bool = True) -> tuple[nn.S
         (nn.Sequential): the layers, each with ``.i``, ``.f``, ``.type``, ``.np`` attributes.
         (list[int]): sorted indices of layers whose outputs later layers read.
     """
-    where = d.get("yaml_file") or "model dict"
-    nc = d["nc"]
-    depth, width = d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
-    max_channels = float("inf")
-    if d.get("scales"):
-        scale = d.get("scale") or next(iter(d["scales"]))
-        depth, width, max_channels = d["scales"][scale]
-    default_act = parse_act(d.get("act", True), f"{where}: act")
-    reg_max, end2end = d.get("reg_max", 16), bool(d.get("end2end", False))
-
+    s = _settings(d)
     if verbose:
         LOGGER.info(f"\n{'':>3}{'from':>20}{'n':>3}{'params':>10}  {'module':<45}{'arguments':<30}")
-    rows = list(d["backbone"]) + list(d["head"])
     chs, layers, save = [], [], []
-    for i, row in enumerate(rows):
-        here = f"{where}: layer {i}"
-        if not (isinstance(row, (list, tuple)) and len(row) == 4):
-            raise ModelError(f"{here}: expected [from, number, module, args], got {row!r}")
-        f, n, name, args = row
-        if name not in _MODULES:
-            raise ModelError(f"{here}: unknown module {name!r}: use one of {', '.join(_MODULES)}")
-        froms = [f] if isinstance(f, int) else list(f) if isinstance(f, (list, tuple)) else None
-        ok = froms == [-1] if i == 0 else froms and all(isinstance(x, int) and -i <= x < i for x in froms)
-        if not ok:
-            raise ModelError(f"{here}: 'from' {f!r} must name earlier layers (negative = relative, e.g. -1 or [-1, 6])")
-        if not isinstance(n, int) or n < 1:
-            raise ModelError(f"{here}: 'number' must be a positive integer, got {n!r}")
-        args = _resolve_args(list(args or []), nc)
-        cin = [ch if i == 0 else chs[x] for x in froms]  # input channels per source
-        m = _MODULES[name]
-        n = max(round(n * depth), 1) if n > 1 else n
-        act = default_act
-        try:
-            if name in _WIDTH_MODULES:
-                c2 = make_divisible(min(args[0], max_channels) * width, 8)
-                if name in _ACT_INDEX and len(args) > _ACT_INDEX[name]:
-                    layer_act = parse_act(args[_ACT_INDEX[name]], f"{here} ({name})")
-                    act = default_act if layer_act is True else layer_act
-                    args = args[: _ACT_INDEX[name]]
-                args = [cin[0], c2, *args[1:]]
-            elif name == "Concat":
-                c2 = sum(cin)
-            elif name == "Detect":
-                if len(args) != 1:
-                    raise ModelError(f"{here}: Detect takes [nc] only, got {args!r}")
-                c2 = None
-            else:  # MP, SP, nn.Upsample keep the channels
-                c2 = cin[0]
-            if name == "Detect":
-                m_ = _make_detect(args[0], reg_max, end2end, cin)
-                for sub in m_.modules():  # fresh head activations: the model's act, never Conv.default_act
-                    if isinstance(sub, Conv):
-                        sub.act = _fresh_act(default_act)
-                blocks = [m_]
-            elif name in _WIDTH_MODULES:
-                blocks = [m(*args, act=_fresh_act(act)) for _ in range(n)]
-            else:
-                blocks = [m(*args) for _ in range(n)]
-        except ModelError as e:
-            msg = str(e)
-            raise ModelError(msg if msg.startswith(where) else f"{here}: {msg}") from None
-        except (TypeError, ValueError, IndexError) as e:
-            raise ModelError(f"{here}: {name}{args} cannot be built ({e}): fix its args") from None
-        m_ = nn.Sequential(*blocks) if n > 1 else blocks[0]
-        m_.np = sum(p.numel() for p in m_.parameters())
-        m_.i, m_.f, m_.type = i, f, f"{m.__module__}.{m.__qualname__}"
-        if verbose:
-            LOGGER.info(f"{i:>3}{f!s:>20}{n:>3}{m_.np:10.0f}  {m_.type:<45}{args!s:<30}")
+    for i, row in enumerate(list(d["backbone"]) + list(d["head"])):
+        layer, froms, c2 = _build_row(row, i, ch, chs, s, verbose)
         save.extend(x % i for x in froms if x != -1)
-        layers.append(m_)
+        layers.append(layer)
         chs.append(c2)
     if not isinstance(layers[-1], Detect):
-        raise ModelError(f"{where}: the last head row must be [[P3, P4, P5], 1, Detect, [nc]]")
+        raise ModelError(f"{s.where}: the last head row must be [[P3, P4, P5], 1, Detect, [nc]]")
     return nn.Sequential(*layers), sorted(set(save))
 
 

@@ -1,19 +1,23 @@
-"""Put activation parameters in the optimizer correctly, for any training loop.
+"""Put activation parameters in the optimizer correctly, for any training loop (the one optimizer regrouping).
 
 Upstream YOLOv5 groups parameters by name and puts ACON's p1/p2/beta in the weight-decay group; upstream YOLOv7
 enumerates known attributes and never includes them at all; ultralytics decays them, and under MuSGD sends every 4-D
 one to Muon. The rule here: inside an activation module, the ``weight`` of a conv or linear layer (FReLU's depthwise
 conv, the coefficient nets of MetaAconC and DY-ReLU) is an ordinary weight and is decayed; everything else (ACON's
 p1/p2/beta, PReLU slopes, biases, BatchNorm affine) is a shape parameter and is not decayed.
+
+``add_activation_param_groups`` is the one implementation: upstream scripts call it directly (README snippet) and
+``ActSwapTrainer.build_optimizer`` calls it on ultralytics' optimizer.
 """
 
 from __future__ import annotations
 
 import torch.nn as nn
 
-from .activations.registry import is_activation_module
+from ..activations.registry import is_activation_module
 
 _WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
+ACT_GROUP_KEY = "act_swap"  # every added group carries it: "weight" (decayed) or "shape" (not decayed)
 
 
 def activation_modules(model: nn.Module) -> list[nn.Module]:
@@ -47,18 +51,42 @@ def activation_parameters(model: nn.Module) -> list[nn.Parameter]:
     return decay + no_decay
 
 
+def _take_out(optimizer, kind: dict) -> tuple[dict, set]:
+    """Remove the parameters in ``kind`` (id -> "shape"/"weight") from their groups.
+
+    Returns ``{(kind, lr): (options of the group they came from, params)}`` and the ids that were in some group.
+    """
+    buckets: dict = {}
+    placed = set()
+    for group in optimizer.param_groups:
+        keep = []
+        for p in group["params"]:
+            k = kind.get(id(p))
+            if k is None:
+                keep.append(p)
+                continue
+            placed.add(id(p))
+            options = {key: v for key, v in group.items() if key != "params"}
+            buckets.setdefault((k, group["lr"]), (options, []))[1].append(p)
+        group["params"] = keep
+    return buckets, placed
+
+
 def add_activation_param_groups(optimizer, model: nn.Module, weight_decay: float = 0.0, **group_options) -> list[dict]:
     """Move the activation parameters of ``model`` into groups of their own in ``optimizer``.
 
     Removes them from whatever group the training script put them in (YOLOv5 puts them in its decay group, YOLOv7 in
-    none), then adds one group of shape parameters with no weight decay and one group of conv/linear weights with
-    ``weight_decay``. After this every parameter is in exactly one group.
+    none, ultralytics in its decay or Muon groups), then adds groups of shape parameters with no weight decay and
+    groups of conv/linear weights with ``weight_decay``. Each new group copies the options (lr, betas, momentum,
+    nesterov ...) of the group its parameters came from, one group per kind and learning rate, so boosted learning
+    rates stay boosted; ``use_muon`` is switched off. After this every parameter is in exactly one group. Every added
+    group is tagged ``act_swap: "shape"`` or ``act_swap: "weight"``.
 
     Args:
         optimizer (torch.optim.Optimizer): an optimizer already built over the rest of the model.
         model (nn.Module): the patched model.
         weight_decay (float): decay for the conv/linear weights inside activations (use the script's own value).
-        **group_options: extra keys for the new groups (e.g. ``lr``, or ultralytics' ``param_group``).
+        **group_options: extra keys for the new groups (e.g. ``lr``).
 
     Returns:
         (list[dict]): the groups added (empty ones are not added).
@@ -68,13 +96,20 @@ def add_activation_param_groups(optimizer, model: nn.Module, weight_decay: float
         >>> add_activation_param_groups(optimizer, model, weight_decay=hyp["weight_decay"])
     """
     decay, no_decay = split_activation_parameters(model)
-    ids = {id(p) for p in decay + no_decay}
-    for group in optimizer.param_groups:
-        group["params"] = [p for p in group["params"] if id(p) not in ids]
+    kind = {id(p): "shape" for p in no_decay} | {id(p): "weight" for p in decay}
+    if not kind:
+        return []
+    buckets, placed = _take_out(optimizer, kind)
+    default_lr = optimizer.defaults.get("lr")
+    for p in no_decay + decay:  # in no group yet: the optimizer's defaults
+        if id(p) not in placed:
+            buckets.setdefault((kind[id(p)], default_lr), ({}, []))[1].append(p)
     added = []
-    for params, wd in ((no_decay, 0.0), (decay, weight_decay)):
-        if params:
-            group = {"params": params, "weight_decay": wd, **group_options}
-            optimizer.add_param_group(group)
-            added.append(optimizer.param_groups[-1])
+    for (k, _), (options, params) in sorted(buckets.items(), key=lambda kv: kv[0][0] == "weight"):
+        group = {**options, **group_options, "params": params, ACT_GROUP_KEY: k}
+        group["weight_decay"] = weight_decay if k == "weight" else 0.0
+        if "use_muon" in group:
+            group["use_muon"] = False
+        optimizer.add_param_group(group)
+        added.append(optimizer.param_groups[-1])
     return added

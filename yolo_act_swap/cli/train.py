@@ -1,0 +1,88 @@
+"""``yolo-act-swap train``: train a YOLO detector with swapped activations (flag names follow upstream YOLOv5/YOLOv7
+train.py; other ultralytics train args pass through as ``key=value``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..data import is_demo
+from ..errors import ModelError
+from ..models import default_cfg
+from .common import Parser, add_overrides, add_run_folder, add_verbose, parse_overrides
+
+# Ultralytics train args that have a flag of their own: key -> flag (``key=value`` is refused for them).
+TRAIN_FLAGS = {"model": "--cfg", "pretrained": "--weights", "data": "--data", "epochs": "--epochs",
+               "batch": "--batch-size", "imgsz": "--img-size", "device": "--device", "workers": "--workers",
+               "project": "--project", "name": "--name", "resume": "--resume", "seed": "--seed",
+               "exist_ok": "--exist-ok", "save_dir": "--project/--name"}
+
+
+def build_parser() -> Parser:
+    """``yolo-act-swap train`` arguments."""
+    p = Parser(
+        prog="yolo-act-swap train",
+        description="Train a YOLO detector with swapped activations using the ultralytics engine. Extra ultralytics "
+        "train args pass through as key=value (e.g. lr0=0.005 optimizer=SGD amp=False).",
+    )
+    p.add_argument("--cfg", default=None, help=f"model YAML or name (default: the weights', else {default_cfg()})")
+    p.add_argument("--weights", default=None, help="checkpoint to start from (its activations are kept unless --act)")
+    p.add_argument("--data", default=None, help="data YAML, COCO JSON, or 'demo' (default: the built-in demo)")
+    p.add_argument("--act", default=None, help="activation of every block: frelu, leaky_relu:negative_slope=0.1 ...")
+    p.add_argument("--spec", default=None, help="swap spec YAML (configs/acts/...); --act overrides its default")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 300; 30 on the demo)")
+    p.add_argument("--batch-size", type=int, default=None, help="total batch size over all GPUs (default 16)")
+    p.add_argument("--img-size", "--imgsz", type=int, default=None, help="train/val image size (default 640; demo 160)")
+    p.add_argument("--device", default=None, help="cuda device(s) 0 or 0,1,2,3 or cpu (default: GPU 0 if any)")
+    p.add_argument("--workers", type=int, default=None, help="dataloader workers per process (default 8)")
+    add_run_folder(p, "runs/train")
+    p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the newest (or the given) last.pt")
+    p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--new-head", action="store_true", help="allow --weights with another class count (new head)")
+    add_verbose(p)
+    add_overrides(p, "other ultralytics train args")
+    return p
+
+
+def _resume(args, extra: dict) -> dict:
+    from ..engine.run import resume
+
+    ckpt = args.resume
+    if ckpt is not True and not Path(ckpt).is_file():
+        raise ModelError(f"--resume checkpoint not found: {ckpt}; pass a last.pt or use --resume alone")
+    over = {k: v for k, v in {"device": args.device, "workers": args.workers, "batch": args.batch_size,
+                              "imgsz": args.img_size}.items() if v is not None}
+    return resume(ckpt, **over, **extra)
+
+
+def _train(args, extra: dict) -> dict:
+    from ..engine.run import train
+
+    demo = is_demo(args.data)
+    over = {
+        "epochs": args.epochs or (30 if demo else 300),
+        "batch": args.batch_size or 16,
+        "imgsz": args.img_size or (160 if demo else 640),
+        "project": str(Path(args.project).resolve()),
+        "name": args.name,
+        "exist_ok": args.exist_ok,
+        "seed": args.seed,
+        **({"device": args.device} if args.device is not None else {}),
+        **({"workers": args.workers} if args.workers is not None else {}),
+    }
+    return train(cfg=args.cfg, weights=args.weights, data=args.data, act=args.act, spec=args.spec,
+                 new_head=args.new_head, **over, **extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``yolo-act-swap train`` / ``python -m yolo_act_swap train`` / ``scripts/train.py``."""
+    args = build_parser().parse_args(argv)
+    extra = parse_overrides(args.overrides, TRAIN_FLAGS)
+    result = _resume(args, extra) if args.resume else _train(args, extra)
+    if result.get("status") == "finished":
+        m = result["metrics"]
+        print(f"yolo-act-swap: finished {result['epochs']} epochs: P {m['precision']} R {m['recall']} "
+              f"mAP50 {m['mAP50']} mAP50-95 {m['mAP50-95']}; results in {result['save_dir']}")
+        return 0
+    print("yolo-act-swap: training ended without a result file (see the log above)", file=sys.stderr)
+    return 1

@@ -1,0 +1,108 @@
+"""One training run from plain arguments: ``train()``, ``resume()`` and the run folder they prepare.
+
+Examples:
+    >>> from yolo_act_swap.engine.run import train
+    >>> result = train(cfg="yolov8n.yaml", act="frelu", epochs=3, imgsz=160, device="cpu")
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import yaml
+
+from ..checkpoints import register_safe_globals
+from ..data.resolve import check_class_count, resolve_data
+from ..errors import ActSwapError
+from ..io import atomic_write_text
+from ..models import build_detection_model, default_cfg, load_model, load_model_cfg
+from ..spec import load_spec, spec_file_or_error
+from .result import read_result
+from .trainer import ActSwapTrainer
+
+
+def with_spec(cfg: dict, spec=None, act: str | None = None) -> dict:
+    """Return ``cfg`` with its ``act_swap:`` key set from ``--spec`` / ``--act`` (unchanged when both are None)."""
+    if spec is None and act is None:
+        return cfg
+    if isinstance(spec, (str, Path)):  # --spec is a file: a path or a name in configs/acts/, never an activation
+        spec = spec_file_or_error(spec)
+    cfg = dict(cfg)
+    cfg["act_swap"] = load_spec(spec, act=act).to_dict()
+    return cfg
+
+
+def _model_dict(cfg, weights, info, act, spec, new_head: bool) -> dict:
+    """The run's model dict: ``cfg`` (default: the weights' own config, else ``models.default_cfg()``) with the spec,
+    checked against the data's class count and built once so that mistakes surface before a run folder exists."""
+    wmodel = load_model(weights=weights) if weights else None
+    if wmodel is not None:
+        wnc = int(getattr(wmodel, "nc", 0) or len(getattr(wmodel, "names", {}) or {}))
+        if wnc and not new_head:
+            check_class_count(wnc, info, f"--weights {weights}")
+    if cfg is None:
+        own = getattr(wmodel, "yaml", None) if wmodel is not None else None
+        cfg = own if isinstance(own, dict) else default_cfg()
+    model_dict = with_spec(load_model_cfg(cfg), spec=spec, act=act)
+    build_detection_model(dict(model_dict), nc=info.nc, verbose=False)
+    return model_dict
+
+
+def prepare_run(cfg=None, weights=None, data=None, act: str | None = None, spec=None, new_head: bool = False,
+                **overrides) -> dict:
+    """Resolve data and model, write the model YAML into the run folder, and return the trainer overrides.
+
+    Args:
+        cfg (str | dict, optional): model config (default: the weights' own config, else ``models.default_cfg()``).
+        weights (str, optional): checkpoint to start from.
+        data (str, optional): ``--data`` (default: the demo dataset).
+        act (str, optional): ``--act`` shorthand spec, e.g. ``frelu`` or ``leaky_relu:negative_slope=0.1``.
+        spec (str | dict, optional): swap spec YAML path or dict.
+        new_head (bool): allow ``weights`` with another class count (the detection head is then trained anew).
+        **overrides: ultralytics train args (``epochs``, ``imgsz``, ``batch``, ``project``, ``name`` ...).
+
+    Returns:
+        (dict): overrides for ``ActSwapTrainer`` with ``model`` = the run folder's model YAML and ``save_dir`` set.
+    """
+    from ultralytics.cfg import get_cfg, get_save_dir
+
+    register_safe_globals()
+    info = resolve_data(data)
+    model_dict = _model_dict(cfg, weights, info, act, spec, new_head)
+    args = {**overrides, "data": str(info.yaml), "mode": "train", "task": "detect"}
+    if weights:
+        args["pretrained"] = str(weights)
+    save_dir = Path(get_save_dir(get_cfg(overrides=args)))
+    name = Path(str(model_dict.get("yaml_file") or "model.yaml")).stem + ".yaml"
+    model_dict["yaml_file"] = str(save_dir / name)
+    atomic_write_text(save_dir / name, yaml.safe_dump(model_dict, sort_keys=False))
+    args["model"] = str(save_dir / name)
+    args["save_dir"] = str(save_dir)
+    return args
+
+
+def train(cfg=None, weights=None, data=None, act=None, spec=None, new_head=False, **overrides) -> dict:
+    """Train a patched model; returns the ``act_swap_result.json`` contents. Arguments as in ``prepare_run``."""
+    args = prepare_run(cfg=cfg, weights=weights, data=data, act=act, spec=spec, new_head=new_head, **overrides)
+    trainer = ActSwapTrainer(overrides=args)
+    trainer.train()
+    return read_result(trainer.save_dir)
+
+
+def resume(checkpoint=True, **overrides) -> dict:
+    """Resume an interrupted run from ``last.pt`` (``True``: the newest under the current folder)."""
+    register_safe_globals()
+    if checkpoint is not True:
+        ckpt = Path(checkpoint)
+        if not ckpt.is_file():
+            raise ActSwapError(f"--resume {ckpt}: no such checkpoint; pass the run's weights/last.pt")
+        if not zipfile.is_zipfile(ckpt):  # torch.save writes a zip archive; ultralytics writes last.pt in place
+            raise ActSwapError(f"--resume {ckpt}: the checkpoint is truncated or not a torch checkpoint (the run was "
+                               "probably killed while saving it); resume from weights/best.pt or start the run again")
+    try:
+        trainer = ActSwapTrainer(overrides={**overrides, "resume": checkpoint if checkpoint is not True else True})
+    except FileNotFoundError as e:
+        raise ActSwapError(f"--resume: {str(e).strip().splitlines()[0]}") from None
+    trainer.train()
+    return read_result(trainer.save_dir)
