@@ -115,3 +115,27 @@ def test_int8_on_demo_data(tmp_path, capsys):
     fp32, q, drop = float(row[1]), float(row[2]), float(row[3])
     assert 0 <= fp32 <= 1 and 0 <= q <= 1 and abs(fp32 - q - drop) < 2e-3
     assert list(tmp_path.glob("int8/relu/*_int8_openvino_model/*.xml"))  # the quantized model is there
+
+
+def test_sweep_of_two_activations_with_deploy_columns(tmp_path):
+    pytest.importorskip("nncf")
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "yolo_act_swap", "sweep", "--acts", "silu,relu", "--epochs", "1", "--device", "cpu",
+           "--project", str(tmp_path), "--name", "s", "--cfg", "yolov8n.yaml", "--img-size", "64", "--batch-size", "8",
+           "--workers", "0", "--latency-reps", "3", "--deploy", "fraction=0.1", "plots=False"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    md = (tmp_path / "s" / "results.md").read_text()
+    for head in ("ONNX Runtime ms", "OpenVINO ms", "INT8 mAP50-95", "INT8 drop", "latency ms"):
+        assert head in md, md
+    import csv
+
+    with open(tmp_path / "s" / "results.csv", newline="") as f:
+        rows = {r["act"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"silu", "relu"}
+    for r in rows.values():
+        assert float(r["onnx_ms"]) > 0 and float(r["openvino_ms"]) > 0, r
+        assert 0 <= float(r["int8_mAP50-95"]) <= 1 and r["int8_drop"] != "", r
+    assert (tmp_path / "s" / "int8_frontier.png").read_bytes()[:4] == b"\x89PNG"

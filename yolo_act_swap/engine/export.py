@@ -181,7 +181,7 @@ def _check_one(model, act: str, fmt: str, x: torch.Tensor, ref: torch.Tensor, fo
         return row, None
 
 
-def _time_all(runners: dict, x: torch.Tensor, warmup: int, repeats: int, rounds: int = 1) -> dict:
+def time_interleaved(runners: dict, x: torch.Tensor, warmup: int, repeats: int, rounds: int = 1) -> dict:
     """Median ms per round of each runner; the forwards interleave (one of each in turn), so load hits all alike."""
     medians = {k: [] for k in runners}
     for fn in runners.values():
@@ -237,7 +237,7 @@ def export_matrix(
     for act in names:
         rows[act], runners[act] = _check_act(build, act, fmts, x, folder, pytorch, verbose)
     flat = {(r.act, r.format): r for act in names for r in rows[act]}
-    timed = _time_all({k: f for act in names for k, f in runners[act].items()}, x, warmup, repeats, rounds)
+    timed = time_interleaved({k: f for act in names for k, f in runners[act].items()}, x, warmup, repeats, rounds)
     for key, ms in timed.items():
         flat[key].round_ms = ms
         flat[key].ms = statistics.median(ms)
