@@ -79,6 +79,33 @@ def plot_frontier(rows: list[dict], path: str | os.PathLike, baseline: str | Non
     return save_png(fig, path)
 
 
+def plot_int8_frontier(rows: list[dict], path: str | os.PathLike, baseline: str | None = None) -> Path | None:
+    """INT8 mAP50-95 against batch-1 latency in each runtime (ONNX Runtime, OpenVINO): one panel each, with the
+    frontier of that runtime (the rows of a ``sweep --deploy``)."""
+    panels = [(key, title) for key, title in (("onnx_ms", "ONNX Runtime"), ("openvino_ms", "OpenVINO"))
+              if any(is_finite(r.get(key)) and is_finite(r.get("int8_mAP50-95")) for r in rows)]
+    if not panels:
+        return None
+    fig = _figure(6 * len(panels), 4.5)
+    for i, (key, title) in enumerate(panels, 1):
+        ax = fig.add_subplot(1, len(panels), i)
+        pts = [(r[key], r["int8_mAP50-95"], r["act"]) for r in rows
+               if is_finite(r.get(key)) and is_finite(r.get("int8_mAP50-95"))]
+        front = pareto_front(pts)
+        on_front = {p[2] for p in front}
+        for lat, m, label in pts:
+            ax.scatter(lat, m, s=55 if label in on_front else 30, zorder=3,
+                       color="black" if label == baseline else ("tab:green" if label in on_front else "tab:gray"))
+            ax.annotate(label, (lat, m), textcoords="offset points", xytext=(5, 4), fontsize=9)
+        ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="tab:green", lw=1, zorder=2)
+        ax.margins(x=0.15, y=0.12)
+        ax.set_xlabel(f"{title} FP32 latency ms (batch 1)")
+        ax.set_ylabel("INT8 mAP50-95 (OpenVINO NNCF)")
+        ax.set_title(f"INT8 accuracy vs {title} speed")
+        ax.grid(alpha=0.3)
+    return save_png(fig, path)
+
+
 def plot_map_bars(rows: list[dict], path: str | os.PathLike, baseline: str | None = None) -> Path | None:
     """mAP50-95 per activation as bars (failed runs marked), with the silu baseline as a horizontal line."""
     if not rows:
@@ -134,7 +161,8 @@ def plot_curves(curves: dict[str, str | os.PathLike], path: str | os.PathLike, b
 
 def plot_sweep(folder: str | os.PathLike, rows: list[dict], curves: dict[str, str | os.PathLike],
                baseline: str | None = None) -> list[Path]:
-    """Write the sweep's PNGs next to its table: ``frontier.png``, ``map.png``, ``curves.png`` (those with data).
+    """Write the sweep's PNGs next to its table: ``frontier.png``, ``map.png``, ``curves.png`` and, with deployment
+    columns, ``int8_frontier.png`` (those with data).
 
     Args:
         folder (str | Path): the sweep folder.
@@ -150,6 +178,7 @@ def plot_sweep(folder: str | os.PathLike, rows: list[dict], curves: dict[str, st
         plot_frontier(rows, folder / "frontier.png", baseline),
         plot_map_bars(rows, folder / "map.png", baseline),
         plot_curves(curves, folder / "curves.png", baseline),
+        plot_int8_frontier(rows, folder / "int8_frontier.png", baseline),
     ]
     return [p for p in out if p is not None]
 

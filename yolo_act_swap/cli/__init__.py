@@ -1,8 +1,8 @@
 """``yolo-act-swap``: the command line.
 
-    yolo-act-swap --cfg yolov7.yaml --act frelu        build, patch, verify, report (the default command)
-    yolo-act-swap --list                               the activation registry as a table
-    yolo-act-swap train|val|sweep|plot ...             the other commands, each with its own --help
+    yolo-act-swap --cfg yolov7.yaml --act frelu           build, patch, verify, report (the default command)
+    yolo-act-swap --list                                  the activation registry as a table
+    yolo-act-swap train|val|sweep|plot|export-check ...   the other commands, each with its own --help
 
 Exit codes: 0 success, 2 a user error (one line on stderr), 1 anything else. ``--verbose`` shows tracebacks.
 """
@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "val": "yolo_act_swap.cli.val",
     "sweep": "yolo_act_swap.cli.sweep",
     "plot": "yolo_act_swap.cli.plot",
+    "export-check": "yolo_act_swap.cli.export_check",
 }
 PATCH_COMMAND = "yolo_act_swap.cli.patch"  # the default command (no subcommand)
 

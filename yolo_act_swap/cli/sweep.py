@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local subprocesses, or Ray tasks of one GPU (or CPU) each (pip install 'yolo-act-swap[ray]')")
     p.add_argument("--latency-reps", type=int, default=50, help="timed rounds of the latency measurement (50)")
+    p.add_argument("--deploy", action="store_true",
+                   help="add ONNX Runtime and OpenVINO latency and INT8 (OpenVINO NNCF) mAP50-95 + drop columns and "
+                        "int8_frontier.png (pip install 'yolo-act-swap[deploy]')")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     add_verbose(p, "tracebacks on errors, --verbose to every run")
     return p
@@ -109,6 +112,18 @@ def _planned_sweep(args: argparse.Namespace, rest: list[str], argv: list[str]) -
     return Sweep(folder, runs, settings, resolve_devices(args.device), args.workers, args.verbose, args.retry_failed)
 
 
+def _deploy(sweep: Sweep, args: argparse.Namespace) -> dict | None:
+    """The deployment columns (``--deploy``), or None with one line when their packages are missing."""
+    from ..engine.formats import DEPLOY_EXTRA, missing_modules
+    from ..sweep.deploy import sweep_deploy
+
+    missing = missing_modules(("onnx", "onnxslim", "onnxruntime", "openvino", "nncf"))
+    if missing:
+        print(f"--deploy: skipped, {', '.join(missing)} not installed: {DEPLOY_EXTRA}", file=sys.stderr, flush=True)
+        return None
+    return sweep_deploy(sweep.folder, sweep.runs, sweep.settings, args.latency_reps, write=sweep.write)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``yolo-act-swap sweep``: plan, run (or resume) and compare.
 
@@ -125,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         (sweep.run_ray if args.backend == "ray" else sweep.run_local)(todo)
     latency = sweep.latency(args.latency_reps)
-    rows = table_rows(runs, folder, latency)
-    text = write_tables(rows, folder, sweep.settings, latency)
+    deploy = _deploy(sweep, args) if args.deploy else None
+    rows = table_rows(runs, folder, latency, deploy)
+    text = write_tables(rows, folder, sweep.settings, latency, deploy)
     if not args.no_plots:
         plot_sweep(folder.root, rows, {r.label: folder.run_dir(r.label) / "results.csv" for r in runs},
                    baseline=next((r.label for r in runs if r.baseline), None))

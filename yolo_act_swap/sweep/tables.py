@@ -23,16 +23,36 @@ TABLE_COLUMNS = [  # (csv key, markdown header)
     ("peak_mem_mb", "peak mem MB"),
     ("error", "error"),
 ]
+DEPLOY_COLUMNS = [  # added before "error" with --deploy (sweep/deploy.py measures them)
+    ("onnx_ms", "ONNX Runtime ms"),
+    ("openvino_ms", "OpenVINO ms"),
+    ("int8_mAP50-95", "INT8 mAP50-95"),
+    ("int8_drop", "INT8 drop"),
+]
 RIGHT = (2, 3, 4, 5, 6, 7, 8, 9)  # the number columns
 FORMATS = {"mAP50-95": "{:.4f}", "mAP50": "{:.4f}", "GFLOPs": "{:.3g}", "latency_ms": "{:.2f}",
-           "epoch_time_s": "{:.1f}", "peak_mem_mb": "{:.0f}"}
+           "epoch_time_s": "{:.1f}", "peak_mem_mb": "{:.0f}", "onnx_ms": "{:.2f}", "openvino_ms": "{:.2f}",
+           "int8_mAP50-95": "{:.4f}", "int8_drop": "{:+.4f}"}
 STATUS_ORDER = {"finished": 0, "failed": 1}  # then interrupted and pending runs
 
 
-def _row(run: SweepRun, rec: dict, latency: dict) -> dict:
+def columns(deploy: dict | None = None) -> list[tuple]:
+    """The table's columns: ``TABLE_COLUMNS``, plus ``DEPLOY_COLUMNS`` (before ``error``) with deployment figures."""
+    if not deploy:
+        return TABLE_COLUMNS
+    return [*TABLE_COLUMNS[:-1], *DEPLOY_COLUMNS, TABLE_COLUMNS[-1]]
+
+
+def _row(run: SweepRun, rec: dict, latency: dict, deploy: dict | None = None) -> dict:
     finished = rec.get("status") == "finished"
     m = rec.get("metrics") or {}
-    return {
+    extra = {}
+    if deploy is not None:
+        d = deploy.get(run.label, {}) if finished else {}
+        extra = {k: d.get(k) for k, _ in DEPLOY_COLUMNS}
+        if d.get("error"):
+            extra["deploy_error"] = d["error"]
+    return {**extra,
         "act": run.label,
         "status": rec.get("status"),
         "mAP50-95": m.get("mAP50-95") if finished else None,
@@ -43,19 +63,24 @@ def _row(run: SweepRun, rec: dict, latency: dict) -> dict:
         "latency_ms": latency.get(run.label) if finished else None,
         "epoch_time_s": rec.get("epoch_time_s"),
         "peak_mem_mb": rec.get("peak_mem_mb"),
-        "error": rec.get("error") or "",
+        "error": rec.get("error") or extra.pop("deploy_error", ""),
     }
 
 
-def table_rows(runs: list[SweepRun], folder: SweepFolder, latency: dict | None = None) -> list[dict]:
-    """One row per planned run (recorded or not), sorted by mAP50-95, with the delta against the silu baseline."""
+def table_rows(runs: list[SweepRun], folder: SweepFolder, latency: dict | None = None,
+               deploy: dict | None = None) -> list[dict]:  # fmt: skip
+    """One row per planned run (recorded or not), sorted by mAP50-95, with the delta against the silu baseline.
+
+    ``deploy`` (``deploy.json`` from ``sweep/deploy.py``) adds the ``DEPLOY_COLUMNS`` keys to every row.
+    """
     latency = (latency or {}).get("ms", {})
+    deploy = None if deploy is None else deploy.get("runs", {})
     rows, base = [], None
     for r in runs:
         rec = folder.record(r.label)
         if rec is None:
             rec = {"status": "interrupted" if folder.run_dir(r.label).exists() else "pending"}
-        rows.append(_row(r, rec, latency))
+        rows.append(_row(r, rec, latency, deploy))
         if base is None and r.baseline and is_finite(rows[-1]["mAP50-95"]):
             base = rows[-1]
     for row in rows:
@@ -89,26 +114,32 @@ def _csv_value(v):
     return f"{v:.6g}" if isinstance(v, float) else v
 
 
-def _note(settings: dict, latency: dict | None) -> str:
+def _note(settings: dict, latency: dict | None, deploy: dict | None = None) -> str:
     """The line above the table: what was trained, and how latency was measured."""
     data = settings.get("data") or "built-in demo"
     note = (f"cfg {settings.get('cfg') or '(train default)'}, data {data}, {settings.get('epochs')} epochs, "
             f"batch {settings.get('batch_size')}, imgsz {settings.get('img_size')}, seed {settings.get('seed')}")
     if latency:
         note += f"; latency: batch 1, fused, median of {latency.get('reps')} on {latency.get('device_name')}"
+    if deploy:
+        note += (f"; ONNX Runtime / OpenVINO: batch 1, FP32, median of {deploy.get('reps')} interleaved; INT8: OpenVINO "
+                 "NNCF PTQ calibrated on train, drop = FP32 OpenVINO - INT8 mAP50-95 on val (square batches of 1)")
     return note
 
 
-def write_tables(rows: list[dict], folder: SweepFolder, settings: dict, latency: dict | None) -> str:
-    """Write ``results.csv`` and ``results.md`` atomically; return the Markdown text."""
+def write_tables(rows: list[dict], folder: SweepFolder, settings: dict, latency: dict | None,
+                 deploy: dict | None = None) -> str:  # fmt: skip
+    """Write ``results.csv`` and ``results.md`` atomically (with ``deploy``: its columns too); return the Markdown."""
+    cols = columns(deploy)
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow([k for k, _ in TABLE_COLUMNS])
+    w.writerow([k for k, _ in cols])
     for row in rows:
-        w.writerow([_csv_value(row[k]) for k, _ in TABLE_COLUMNS])
+        w.writerow([_csv_value(row.get(k)) for k, _ in cols])
     atomic_write_text(folder.root / "results.csv", out.getvalue())
-    heads = [h.format(imgsz=settings.get("img_size")) for _, h in TABLE_COLUMNS]
-    cells = [[_fmt(k, row[k]) for k, _ in TABLE_COLUMNS] for row in rows]
-    text = "\n".join([f"Sweep: {_note(settings, latency)}", "", *markdown_table(heads, cells, RIGHT)]) + "\n"
+    heads = [h.format(imgsz=settings.get("img_size")) for _, h in cols]
+    cells = [[_fmt(k, row.get(k)) for k, _ in cols] for row in rows]
+    right = range(2, len(cols) - 1)
+    text = "\n".join([f"Sweep: {_note(settings, latency, deploy)}", "", *markdown_table(heads, cells, right)]) + "\n"
     atomic_write_text(folder.root / "results.md", text)
     return text

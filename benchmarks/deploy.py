@@ -1,0 +1,178 @@
+"""Which activation wins where the model runs: latency per backend relative to SiLU, and the INT8 drop.
+
+For each model and activation the model is built (``yolo_act_swap.models.load_model``), patched
+(``yolo_act_swap.patch_model``), exported with ultralytics' exporter to each format and loaded back with AutoBackend
+(``yolo_act_swap.engine.export.export_matrix``). All models of one model family are timed side by side in one run:
+batch 1, ``--rounds`` rounds of ``--repeats`` interleaved forwards (one of every candidate in turn); a cell is the
+median of the per-round ratios to SiLU in the same backend, with the lowest and highest round in brackets.
+
+``--int8`` also trains each activation briefly on the built-in demo data (``yolo-act-swap train``, ``--int8-epochs``),
+quantizes it with OpenVINO NNCF through ultralytics' exporter (calibrated on the demo train split) and validates
+FP32 and INT8 OpenVINO models on the demo val split (``yolo_act_swap.engine.int8``).
+
+Usage:
+    python benchmarks/deploy.py                                   # yolov8n + yolov7-tiny, 10 activations, latency
+    python benchmarks/deploy.py --models yolov8n.yaml --acts silu,relu,frelu --formats onnx,openvino --rounds 3
+    python benchmarks/deploy.py --int8 --int8-models yolov8n.yaml --int8-epochs 10   # plus the INT8 drop
+    python benchmarks/deploy.py --markdown                        # the tables as markdown (docs/performance.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # never download anything
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+os.environ.setdefault("YOLO_VERBOSE", "false")
+
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.activations import machine  # noqa: E402
+from yolo_act_swap import patch_model  # noqa: E402
+from yolo_act_swap.engine.export import PYTORCH, export_matrix  # noqa: E402
+from yolo_act_swap.engine.formats import FORMATS, missing_packages  # noqa: E402
+from yolo_act_swap.models import load_model  # noqa: E402
+from yolo_act_swap.tables import format_table, markdown_table  # noqa: E402
+
+DEFAULT_ACTS = "silu,relu,leaky_relu,hard_swish,gelu,mish,frelu,acon_c,meta_acon_c,dy_relu_b"
+DEFAULT_MODELS = "yolov8n.yaml,yolov7-tiny.yaml"
+
+
+def builder(cfg: str, imgsz: int, nc: int | None = None, weights: dict | None = None):
+    """activation -> a freshly built (or trained, from ``weights[act]``) model patched to it."""
+
+    def build(act: str) -> torch.nn.Module:
+        torch.manual_seed(0)
+        if weights and act in weights:
+            return load_model(None, weights[act])
+        model = load_model(cfg, nc=nc)
+        patch_model(model, act, imgsz=imgsz, verify=False, flops=False)
+        return model
+
+    return build
+
+
+def _cell(row) -> str:
+    if row is None:
+        return "-"
+    if row.x_silu is None:
+        return f"fail ({row.reason[:40]})" if row.reason else "-"
+    lo, hi = row.x_silu_range or (row.x_silu, row.x_silu)
+    return f"{row.x_silu:.2f} ({lo:.2f}-{hi:.2f})"
+
+
+def latency_table(model: str, acts: list[str], formats: list[str], rows) -> tuple[list, list]:
+    """Header and rows: per activation, x SiLU in each backend (PyTorch first), plus each backend's ms of SiLU."""
+    by = {(r.act, r.format): r for r in rows}
+    backends = [PYTORCH, *formats]
+    titles = ["PyTorch" if b == PYTORCH else FORMATS[b].title for b in backends]
+    head = ["model", "activation", *[f"{t} x SiLU" for t in titles]]
+    body = [[model, act, *[_cell(by.get((act, b))) for b in backends]] for act in acts]
+    silu = [by.get(("silu", b)) for b in backends]
+    body.append([model, "(silu ms)", *["-" if r is None or r.ms is None else f"{r.ms:.1f}" for r in silu]])
+    return head, body
+
+
+def rankings(acts: list[str], formats: list[str], rows) -> list[str]:
+    """One line per backend: the activations from fastest to slowest, and where it differs from PyTorch's order."""
+    by = {(r.act, r.format): r for r in rows}
+    order = {}
+    for b in [PYTORCH, *formats]:
+        timed = [(by[a, b].x_silu, a) for a in acts if (a, b) in by and by[a, b].x_silu is not None]
+        order[b] = [a for _, a in sorted(timed)]
+    lines = []
+    for b, names in order.items():
+        title = "PyTorch" if b == PYTORCH else FORMATS[b].title
+        moved = [a for i, a in enumerate(names) if b != PYTORCH and a in order[PYTORCH] and
+                 abs(order[PYTORCH].index(a) - i) >= 2]  # fmt: skip
+        lines.append(f"{title:13s} {' < '.join(names)}" + (f"   (moved 2+ places vs PyTorch: {', '.join(moved)})"
+                                                           if moved else ""))  # fmt: skip
+    return lines
+
+
+def train(cfg: str, act: str, epochs: int, imgsz: int, folder: Path) -> Path:
+    """Train ``act`` on the demo data with ``yolo-act-swap train``; return best.pt (a failure raises)."""
+    name = f"{Path(cfg).stem}-{act}"
+    cmd = [sys.executable, "-m", "yolo_act_swap", "train", "--cfg", cfg, "--act", act, "--data", "demo",
+           "--epochs", str(epochs), "--imgsz", str(imgsz), "--device", "cpu", "--workers", "1", "--project",
+           str(folder), "--name", name, "--exist-ok", "plots=False", "seed=0"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    best = folder / name / "weights" / "best.pt"
+    if done.returncode or not best.is_file():
+        raise RuntimeError(f"training {name} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    return best
+
+
+def int8_part(args, acts: list[str], folder: Path) -> list[str]:
+    """Train each activation briefly on the demo data, quantize to INT8, validate FP32 and INT8: table lines."""
+    from yolo_act_swap.data import resolve_data
+    from yolo_act_swap.engine.int8 import Int8Check, int8_check, int8_rows, INT8_HEAD
+
+    info = resolve_data("demo", splits=("train", "val"))
+    body = []
+    for cfg in args.int8_models.split(","):
+        for act in acts:
+            t0 = time.perf_counter()
+            try:
+                weights = train(cfg, act, args.int8_epochs, args.int8_imgsz, folder / "train")
+                row = int8_check(load_model(None, weights), act, info.yaml, args.int8_imgsz, folder / "int8" / cfg)
+            except Exception as e:  # noqa: BLE001 - one failing activation is a row
+                row = Int8Check(act, reason=str(e)[:120])
+            body.append([Path(cfg).stem, *int8_rows([row])[0]])
+            print(f"  int8 {cfg} {act}: {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    table = markdown_table if args.markdown else format_table
+    head = ["model", *INT8_HEAD]
+    return [f"## INT8 (OpenVINO NNCF PTQ), demo data, {args.int8_epochs} epochs at {args.int8_imgsz} px, "
+            f"FP32 and INT8 both in OpenVINO", *table(head, body, right=range(2, 10))]  # fmt: skip
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=DEFAULT_MODELS)
+    p.add_argument("--acts", default=DEFAULT_ACTS)
+    p.add_argument("--formats", default="onnx,openvino,torchscript")
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--repeats", type=int, default=10, help="timed forwards per candidate per round")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds (the spread in brackets)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--int8", action="store_true", help="also train briefly on the demo data and measure the INT8 drop")
+    p.add_argument("--int8-models", default="yolov8n.yaml")
+    p.add_argument("--int8-epochs", type=int, default=10)
+    p.add_argument("--int8-imgsz", type=int, default=160)
+    p.add_argument("--out", default="runs/deploy", help="exported models and training runs")
+    p.add_argument("--markdown", action="store_true", help="print markdown tables")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    acts = args.acts.split(",")
+    formats = [f for f in args.formats.split(",") if not missing_packages(FORMATS[f]) or print(f"skip {f}: missing")]
+    out = Path(args.out)
+    table = markdown_table if args.markdown else format_table
+    lines = [f"# benchmarks/deploy.py: {machine(torch.device('cpu'), torch.get_num_threads())}",
+             f"# batch 1, {args.imgsz} px, fp32; median of {args.rounds} rounds x {args.repeats} interleaved "
+             f"forwards; x SiLU = vs the same model with SiLU in the same backend (lowest-highest round)"]  # fmt: skip
+    for cfg in args.models.split(","):
+        t0 = time.perf_counter()
+        rows = export_matrix(builder(cfg, args.imgsz), acts, formats, imgsz=args.imgsz, folder=out / Path(cfg).stem,
+                             warmup=2, repeats=args.repeats, rounds=args.rounds)  # fmt: skip
+        head, body = latency_table(Path(cfg).stem, acts, formats, rows)
+        lines += ["", f"## {cfg} ({time.perf_counter() - t0:.0f} s)", *table(head, body, right=range(2, len(head)))]
+        lines += ["", "fastest to slowest:", *rankings(acts, formats, rows)]
+        print("\n".join(lines[-(len(body) + len(formats) + 6):]), file=sys.stderr)
+    if args.int8:
+        lines += ["", *int8_part(args, acts, out)]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
