@@ -13,6 +13,7 @@ from __future__ import annotations
 from ultralytics.nn.tasks import DetectionModel
 
 from ..activations.registry import fuse_activations
+from ..blend import BLEND_KEY
 from ..patch import patch_model, register_patched_class
 
 
@@ -31,11 +32,25 @@ class ActSwapDetectionModel(DetectionModel):
         self.apply_act_swap(verbose=verbose)
 
     def apply_act_swap(self, verbose=False):
-        """Apply ``self.yaml['act_swap']`` (if any) to this freshly built model; returns the PatchReport or None."""
+        """Apply ``self.yaml['act_swap']`` (if any) to this freshly built model; returns the PatchReport or None.
+
+        With ``act_swap_blend`` in the YAML (a blended transition in progress) the last spec of the chain is installed
+        as blends (``patch_model(..., blend=True)``) over the activations the earlier specs give.
+        """
         spec = self.yaml.get("act_swap") if isinstance(self.yaml, dict) else None
         if not spec:
             return None
-        return patch_model(self, spec, verify=False)
+        if BLEND_KEY not in self.yaml:
+            return patch_model(self, spec, verify=False)
+        chain = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+        marker = self.yaml.pop(BLEND_KEY)
+        try:
+            self.yaml.pop("act_swap")
+            if chain[:-1]:
+                patch_model(self, chain[:-1], verify=False)
+            return patch_model(self, chain[-1], verify=False, blend=True)
+        finally:  # the record stays exactly as it was
+            self.yaml["act_swap"], self.yaml[BLEND_KEY] = spec, marker
 
     def fuse(self, verbose=True, imgsz=640):
         """Fuse conv+BN as ultralytics does, then fold the BatchNorms inside activations."""
