@@ -111,14 +111,14 @@ def on_train_batch_end(trainer):
     n = getattr(trainer, _RAMP, None)
     if n is None or blend_alpha(trainer.epoch * len(trainer.train_loader) + i, n) < 1.0:
         return
-    count = sum(collapse_blends(m) for m in _models(trainer))
+    count = [collapse_blends(m) for m in _models(trainer)][0]
     setattr(trainer, _RAMP, None)
     trainer.best_fitness = None  # best.pt: only models validated from here on
     stopper = getattr(trainer, "stopper", None)
     if stopper is not None:
         stopper.best_fitness, stopper.best_epoch = 0.0, trainer.epoch
-    LOGGER.info(f"{PREFIX} blended transition done at epoch {trainer.epoch + 1}: {count} blends collapsed to the new "
-                "activation; best.pt is chosen among the epochs from here on")
+    LOGGER.info(f"{PREFIX} blended transition done at epoch {trainer.epoch + 1}: {count} blends (and the EMA's) "
+                "collapsed to the new activation; best.pt is chosen among the epochs from here on")
 
 
 def _train_images(trainer, n: int):
