@@ -18,6 +18,7 @@ again; ``collapse_blends`` removes the key, so a rebuild then gives the pure new
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -27,7 +28,8 @@ from .activations.registry import ACT_TAG
 from .blocks import unwrap_model
 from .errors import ActSwapError
 
-__all__ = ["BLEND_KEY", "Blend", "blend_value", "collapse_blends", "find_blends", "load_old_activations", "set_blend"]
+__all__ = ["BLEND_KEY", "Blend", "blend_value", "collapse_blends", "find_blends", "load_old_activations",
+           "parse_transition", "set_blend"]
 
 # model.yaml key present while the model holds blends: {} (set by hand), {"epochs": E} or {"iterations": N}
 BLEND_KEY = "act_swap_blend"
@@ -46,6 +48,21 @@ def _check_a(a: Any) -> float:
     if not 0.0 <= v <= 1.0:  # also rejects NaN
         raise ActSwapError(f"blend weight a={v} is outside [0, 1]; pass a value in [0, 1]")
     return v
+
+
+def parse_transition(value) -> dict:
+    """``--transition``: epochs (``3``, ``"3"``, ``"1.5ep"``) or iterations (``"300it"``) as the ``act_swap_blend``
+    schedule (``{"epochs": 3}``, ``{"iterations": 300}``) that the trainer's ramp follows."""
+    text = str(value).strip().lower()
+    unit = "iterations" if text.endswith("it") else "epochs"
+    number = text[:-2] if text.endswith(("it", "ep")) else text
+    try:
+        n = float(number)
+    except ValueError:
+        n = float("nan")
+    if not (math.isfinite(n) and n > 0) or (unit == "iterations" and n != int(n)):
+        raise ActSwapError(f"--transition {str(value)[:40]!r}: give epochs (3, 1.5) or iterations (300it), above 0")
+    return {unit: int(n) if n == int(n) else n}
 
 
 class Blend(nn.Module):

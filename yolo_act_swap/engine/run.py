@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ..blend import BLEND_KEY, find_blends
+from ..blend import BLEND_KEY, find_blends, parse_transition
 from ..checkpoints import register_safe_globals
 from ..data.resolve import check_class_count, resolve_data
 from ..errors import ActSwapError
@@ -21,7 +21,7 @@ from ..models import build_detection_model, default_cfg, load_model, load_model_
 from ..spec import load_spec, spec_file_or_error
 from .result import read_result
 from .trainer import ActSwapTrainer
-from .transition import RECALIBRATE_KEY, parse_transition
+from .transition import RECALIBRATE_KEY
 
 
 def with_spec(cfg: dict, spec=None, act: str | None = None, chain: bool = False) -> dict:

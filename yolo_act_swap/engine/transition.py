@@ -31,20 +31,6 @@ _BATCH = "_yas_batch_index"  # trainer attribute: index of the current batch wit
 PREFIX = colorstr("act-swap:")
 
 
-def parse_transition(value) -> dict:
-    """``--transition``: epochs (``3``, ``"3"``, ``"1.5ep"``) or iterations (``"300it"``) as a schedule dict."""
-    text = str(value).strip().lower()
-    unit = "iterations" if text.endswith("it") else "epochs"
-    number = text[:-2] if text.endswith(("it", "ep")) else text
-    try:
-        n = float(number)
-    except ValueError:
-        n = float("nan")
-    if not n > 0 or (unit == "iterations" and n != int(n)):
-        raise ActSwapError(f"--transition {str(value)[:40]!r}: give epochs (3, 1.5) or iterations (300it), above 0")
-    return {unit: int(n) if n == int(n) else n}
-
-
 def ramp_iterations(schedule, nb: int) -> int:
     """Iterations of a ramp ``{epochs: E}`` / ``{iterations: N}`` with ``nb`` batches per epoch."""
     if not isinstance(schedule, dict) or not schedule:
