@@ -13,7 +13,7 @@ per-epoch validation of its EMA); for ``scratch``, row k is its epoch ``E + k``.
 ``transfer.md``, the plot as ``transfer.png``, next to the runs in ``--out``.
 
 Usage:
-    python benchmarks/transfer.py                                  # E=8, F=4, 128 px: ~12 min on 2 busy cores
+    python benchmarks/transfer.py                                  # E=8, F=4, 128 px: 15-25 min on 2 busy cores
     python benchmarks/transfer.py --pretrain 3 --finetune 2 --imgsz 96 --out /tmp/transfer   # a quick look
 """
 
