@@ -128,6 +128,32 @@ def test_settings_defaults_demo_data_and_resume(tmp_path):
     assert settings(["--epochs", "7"], planned=real)["epochs"] == 7  # then the plan check reports the change
 
 
+def test_sweep_from_trained_weights_settings_and_command(tmp_path):
+    """--weights/--transition: every run fine-tunes from the checkpoint (its own config); plans without them keep
+    their settings (and hash)."""
+    from yolo_act_swap.sweep.runner import train_command
+
+    def settings(argv, planned=None):
+        args, rest = build_parser().parse_known_args(argv)
+        return settings_from_args(args, rest, planned)
+
+    assert "weights" not in settings([]) and "transition" not in settings([])
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"x")
+    s = settings(["--weights", str(ckpt), "--transition", "2", "--epochs", "3"])
+    assert s["weights"] == str(ckpt.resolve()) and s["transition"] == "2" and s["cfg"] is None
+    assert settings([], planned=s) == s
+    run = resolve_acts(["relu"])[0]
+    cmd = train_command(run, s, SweepFolder(tmp_path / "sw"), "cpu", 0)
+    assert cmd[cmd.index("--weights") + 1] == s["weights"] and cmd[cmd.index("--transition") + 1] == "2"
+    assert "--cfg" not in cmd and cmd[cmd.index("--act") + 1] == "relu"
+    for argv, match in ((["--transition", "2"], "--weights"), (["--weights", str(tmp_path / "no.pt")], "not found"),
+                        (["--weights", str(ckpt), "--transition", "9", "--epochs", "3"], "longer than a run"),
+                        (["--weights", str(ckpt), "--transition", "x"], "--transition")):
+        with pytest.raises(SweepError, match=match):
+            settings(argv)
+
+
 def test_prepare_decides_skip_resume_or_restart(tmp_path):
     folder = SweepFolder(tmp_path / "s")
     runs = resolve_acts(["silu,relu,mish,gelu,elu"])

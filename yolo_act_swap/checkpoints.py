@@ -21,16 +21,17 @@ from .blocks import unwrap_model
 from .errors import ModelError
 from .io import atomic_torch_save, atomic_write_text
 
-# Modules whose nn.Module classes can end up inside a checkpoint.
-_CLASS_PACKAGES = ("yolo_act_swap.activations", "yolo_act_swap.nn")
+# Packages (and modules) whose nn.Module classes can end up inside a checkpoint.
+_CLASS_PACKAGES = ("yolo_act_swap.activations", "yolo_act_swap.nn", "yolo_act_swap.blend")
 
 _registered: set = set()
 
 
 def _module_classes(package: str) -> list[type]:
-    """``nn.Module`` subclasses defined in ``package`` and its direct submodules (imports them)."""
+    """``nn.Module`` subclasses defined in ``package`` (a package or a module) and its direct submodules (imports them)."""
     pkg = importlib.import_module(package)
-    mods = [pkg] + [importlib.import_module(f"{package}.{m.name}") for m in pkgutil.iter_modules(pkg.__path__)]
+    subs = pkgutil.iter_modules(pkg.__path__) if hasattr(pkg, "__path__") else ()
+    mods = [pkg] + [importlib.import_module(f"{package}.{m.name}") for m in subs]
     found = []
     for mod in mods:
         for _, obj in inspect.getmembers(mod, inspect.isclass):

@@ -17,6 +17,7 @@ from typing import Any
 import torch.nn as nn
 
 from .activations.registry import get_activation_info, is_activation_module
+from .blend import BLEND_KEY, Blend
 from .blocks import Block, Site, find_blocks, first_bn, layer_type, n_params, unwrap_model
 from .errors import ActivationArgError, ActSwapError, PatchError, ShapeMismatch
 from .report import BlockReport, PatchReport
@@ -187,6 +188,8 @@ class _Undo:
         self.root, self.cls = root, type(root)
         self.swaps: list[tuple[nn.Module, str, nn.Module]] = []
         self.prev_yaml, self.recorded = _MISSING, False
+        y = getattr(root, "yaml", None)
+        self.prev_blend = y.get(BLEND_KEY, _MISSING) if isinstance(y, dict) else _MISSING
 
     def swap(self, owner: nn.Module, attr: str, new: nn.Module) -> nn.Module:
         old = owner._modules[attr]
@@ -194,8 +197,11 @@ class _Undo:
         self.swaps.append((owner, attr, old))
         return old
 
-    def record(self, specs: list[SwapSpec]):
+    def record(self, specs: list[SwapSpec], blend: bool = False):
         self.prev_yaml, self.recorded = _record_spec(self.root, specs), True
+        y = getattr(self.root, "yaml", None)
+        if blend and isinstance(y, dict):  # rebuilds from the YAML install the last spec as blends again
+            y.setdefault(BLEND_KEY, {})
         patched = _PATCHED_CLASS.get(type(self.root))
         if patched is not None:
             self.root.__class__ = patched
@@ -214,6 +220,9 @@ class _Undo:
                 y.pop("act_swap", None)
             else:
                 y["act_swap"] = self.prev_yaml
+            y.pop(BLEND_KEY, None)
+            if self.prev_blend is not _MISSING:
+                y[BLEND_KEY] = self.prev_blend
         self.root.__class__ = self.cls
         return False
 
@@ -227,9 +236,14 @@ def _swap(root: nn.Module, b: Block, a: ActSpec, ctx: dict, undo: _Undo) -> Bloc
         raise ActivationArgError(f"{b.path} ({b.type}, {ch} channels): {e}") from None
     _adopt(new, b, ctx["bn"])
     _check_act_shape(new, a, b, x_shape or (ctx["batch"], ch or 8, 8, 8), ctx["cache"])
+    if ctx["blend"]:
+        if isinstance(b.act, Blend):
+            raise PatchError(f"{b.path} ({b.type}): already holds a blend; call collapse_blends(model) first")
+        new = Blend(b.act, new)
     old = undo.swap(b.owner, b.attr, new)
     return BlockReport(
-        path=b.path, type=b.type, stage=b.stage, layer=b.layer, channels=ch, old=act_name(old), new=str(a),
+        path=b.path, type=b.type, stage=b.stage, layer=b.layer, channels=ch, old=act_name(old),
+        new=f"{a} (blend)" if ctx["blend"] else str(a),
         params_added=n_params(new) - n_params(old), kind=b.kind, layer_type=layer_type(root, b),
     )  # fmt: skip
 
@@ -254,6 +268,7 @@ def patch_model(
     act: str | None = None,
     flops: bool | None = None,
     batch: int = 2,
+    blend: bool = False,
 ) -> PatchReport:
     """Swap the activations of ``model`` in place, verify the forward, and report; roll back on any failure.
 
@@ -266,6 +281,9 @@ def patch_model(
         act (str, optional): the ``--act`` shorthand; replaces the spec's default activation.
         flops (bool, optional): compute GFLOPs before/after (default: when verifying).
         batch (int): batch size of the checks.
+        blend (bool): install ``Blend(old, new)`` modules at ``a = 0`` instead of the plain swap (the model then
+            computes exactly what it did; move ``a`` with ``blend.set_blend``, end with ``blend.collapse_blends``);
+            ``model.yaml`` gets the ``act_swap_blend`` key so that rebuilds install the blends again.
 
     Returns:
         (PatchReport): per swapped block its path, type, stage, channels, old/new activation and params added; totals;
@@ -293,9 +311,9 @@ def patch_model(
     report = PatchReport(n_blocks=sum(b.kind == "block" for b in blocks), n_bare=sum(b.kind == "bare" for b in blocks),
                          params_before=n_params(root), imgsz=imgsz, spec=specs)  # fmt: skip
     with _Undo(root) as undo:
-        ctx = {"inputs": before.inputs, "bn": first_bn(root), "batch": batch, "cache": {}}
+        ctx = {"inputs": before.inputs, "bn": first_bn(root), "batch": batch, "cache": {}, "blend": blend}
         report.blocks = [_swap(root, b, a, ctx, undo) for b, a in chosen]
-        undo.record(specs)
+        undo.record(specs, blend=blend)
         if verify:
             names = {b.path: f"{b.type}, {act_name(b.act)}" for b in blocks}
             report.verification = verify_shapes(

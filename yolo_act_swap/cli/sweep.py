@@ -2,6 +2,7 @@
 
     yolo-act-swap sweep                                             # demo: silu,relu,frelu on the synthetic data, CPU
     yolo-act-swap sweep --cfg yolov7-tiny.yaml --acts silu,relu,frelu,acon_c --data coco.yaml --epochs 50 --device 0,1
+    yolo-act-swap sweep --weights best.pt --transition 2 --acts relu,leaky_relu,hard_swish   # from a trained model
 
 The work is done by :mod:`yolo_act_swap.sweep` (plan -> runner -> harvest -> tables, scheduled by ``Sweep``); this
 module reads the flags, prints, and draws the plots.
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", default="runs/sweep", help="parent folder of sweeps (runs/sweep)")
     p.add_argument("--name", default="sweep", help="sweep folder name (sweep)")
     p.add_argument("--seed", type=int, default=None, help="training seed of every run (0)")
+    p.add_argument("--weights", default=None,
+                   help="fine-tune every run from this trained checkpoint (its config and activations) instead of "
+                   "training from scratch")
+    p.add_argument("--transition", default=None, metavar="E|Nit",
+                   help="with --weights: move to each activation through a blended transition of E epochs or N "
+                   "iterations (see train --transition); without it, an abrupt swap")
     p.add_argument("--resume", nargs="?", const=True, default=False,
                    help="continue the sweep at --project/--name (or at the given folder) with its planned settings")
     p.add_argument("--retry-failed", action="store_true", help="train failed runs again instead of keeping their rows")
@@ -85,7 +92,8 @@ def _split_overrides(rest: list[str]) -> list[str]:
 def settings_from_args(args: argparse.Namespace, rest: list[str], planned: dict | None) -> dict:
     """The sweep settings: explicit flags, else the plan's (when resuming), else the defaults (demo or real data)."""
     return make_settings(planned, data=args.data, overrides=_split_overrides(rest), cfg=args.cfg, epochs=args.epochs,
-                         batch_size=args.batch_size, img_size=args.img_size, seed=args.seed)
+                         batch_size=args.batch_size, img_size=args.img_size, seed=args.seed,
+                         weights=args.weights, transition=args.transition)
 
 
 def _sweep_root(args: argparse.Namespace) -> Path:

@@ -40,6 +40,12 @@ def build_parser() -> Parser:
     p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the newest (or the given) last.pt")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
     p.add_argument("--new-head", action="store_true", help="allow --weights with another class count (new head)")
+    p.add_argument("--transition", default=None, metavar="E|Nit",
+                   help="move --weights' activations to --act gradually: blend (1-a)*old + a*new with a ramping 0->1 "
+                   "over E epochs (3) or N iterations (300it), then keep the new one alone")
+    p.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
+                   help="after the abrupt swap of --weights to --act, refresh BatchNorm statistics from N training "
+                   "batches (no gradients) before training")
     add_verbose(p)
     add_overrides(p, "other ultralytics train args")
     return p
@@ -72,7 +78,8 @@ def _train(args, extra: dict) -> dict:
         **({"workers": args.workers} if args.workers is not None else {}),
     }
     return train(cfg=args.cfg, weights=args.weights, data=args.data, act=args.act, spec=args.spec,
-                 new_head=args.new_head, **over, **extra)
+                 new_head=args.new_head, transition=args.transition, recalibrate_bn=args.recalibrate_bn, **over,
+                 **extra)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from . import transition
 from .amp import decide_amp
 
 
@@ -28,7 +29,10 @@ def on_train_epoch_end(trainer):
 # ultralytics event -> our callbacks, added after ultralytics' own (and integrations') callbacks
 CALLBACKS = {
     "on_pretrain_routine_end": [decide_amp],
-    "on_train_epoch_start": [on_train_epoch_start],
+    "on_train_start": [transition.on_train_start],
+    "on_train_epoch_start": [on_train_epoch_start, transition.on_train_epoch_start],
+    "on_train_batch_start": [transition.on_train_batch_start],
+    "on_train_batch_end": [transition.on_train_batch_end],
     "on_train_epoch_end": [on_train_epoch_end],
 }
 

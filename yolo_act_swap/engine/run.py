@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from ..blend import BLEND_KEY, find_blends, parse_transition
 from ..checkpoints import register_safe_globals
 from ..data.resolve import check_class_count, resolve_data
 from ..errors import ActSwapError, TrainingInterrupted
@@ -20,23 +21,59 @@ from ..models import build_detection_model, default_cfg, load_model, load_model_
 from ..spec import load_spec, spec_file_or_error
 from .result import read_result
 from .trainer import ActSwapTrainer
+from .transition import RECALIBRATE_KEY
 
 
-def with_spec(cfg: dict, spec=None, act: str | None = None) -> dict:
-    """Return ``cfg`` with its ``act_swap:`` key set from ``--spec`` / ``--act`` (unchanged when both are None)."""
+def with_spec(cfg: dict, spec=None, act: str | None = None, chain: bool = False) -> dict:
+    """Return ``cfg`` with its ``act_swap:`` key set from ``--spec`` / ``--act`` (unchanged when both are None).
+
+    ``chain``: append the spec to the ``act_swap`` chain ``cfg`` already has instead of replacing it (a blended
+    transition moves from the activations the weights were trained with).
+    """
     if spec is None and act is None:
         return cfg
     if isinstance(spec, (str, Path)):  # --spec is a file: a path or a name in configs/acts/, never an activation
         spec = spec_file_or_error(spec)
     cfg = dict(cfg)
-    cfg["act_swap"] = load_spec(spec, act=act).to_dict()
+    new = load_spec(spec, act=act).to_dict()
+    prior = cfg.get("act_swap") if chain else None
+    cfg["act_swap"] = [*(prior if isinstance(prior, list) else [prior]), new] if prior else new
     return cfg
 
 
-def _model_dict(cfg, weights, info, act, spec, new_head: bool) -> dict:
+def _transfer_keys(model_dict: dict, weights, act, spec, transition, recalibrate_bn, epochs) -> dict:
+    """Add the keys of a transfer from trained weights: the blended transition or BN recalibration."""
+    if transition is None and not recalibrate_bn:
+        return model_dict
+    flag = "--transition" if transition is not None else "--recalibrate-bn"
+    if not weights:
+        raise ActSwapError(f"{flag} moves a trained model to another activation: pass --weights TRAINED.pt")
+    if act is None and spec is None:
+        raise ActSwapError(f"{flag}: pass --act or --spec, the activation to move to")
+    if transition is not None and recalibrate_bn:
+        raise ActSwapError("--transition and --recalibrate-bn are alternatives (the transition starts from the trained "
+                           "model's own statistics); pick one")
+    if recalibrate_bn:
+        if int(recalibrate_bn) < 0:
+            raise ActSwapError(f"--recalibrate-bn {recalibrate_bn}: give a number of batches above 0")
+        model_dict[RECALIBRATE_KEY] = int(recalibrate_bn)
+        return model_dict
+    schedule = parse_transition(transition)
+    if epochs is not None and schedule.get("epochs", 0) > epochs:
+        raise ActSwapError(f"--transition {transition} is longer than the run (--epochs {epochs}); the ramp must end "
+                           "within the run")
+    model_dict[BLEND_KEY] = schedule
+    return model_dict
+
+
+def _model_dict(cfg, weights, info, act, spec, new_head: bool, transfer: dict | None = None) -> dict:
     """The run's model dict: ``cfg`` (default: the weights' own config, else ``models.default_cfg()``) with the spec,
-    checked against the data's class count and built once so that mistakes surface before a run folder exists."""
+    checked against the data's class count and built once so that mistakes surface before a run folder exists.
+    ``transfer``: ``_transfer_keys`` arguments (a blended transition chains the spec onto the weights' own)."""
     wmodel = load_model(weights=weights) if weights else None
+    if wmodel is not None and find_blends(wmodel):
+        raise ActSwapError(f"--weights {weights} holds a blended transition in progress (a checkpoint from the middle "
+                           "of a ramp): resume that run with --resume, or pass a checkpoint saved after the ramp")
     if wmodel is not None:
         wnc = int(getattr(wmodel, "nc", 0) or len(getattr(wmodel, "names", {}) or {}))
         if wnc and not new_head:
@@ -44,13 +81,15 @@ def _model_dict(cfg, weights, info, act, spec, new_head: bool) -> dict:
     if cfg is None:
         own = getattr(wmodel, "yaml", None) if wmodel is not None else None
         cfg = own if isinstance(own, dict) else default_cfg()
-    model_dict = with_spec(load_model_cfg(cfg), spec=spec, act=act)
+    transfer = transfer or {}
+    model_dict = with_spec(load_model_cfg(cfg), spec=spec, act=act, chain=transfer.get("transition") is not None)
+    model_dict = _transfer_keys(model_dict, weights, act, spec, **transfer) if transfer else model_dict
     build_detection_model(dict(model_dict), nc=info.nc, verbose=False)
     return model_dict
 
 
 def prepare_run(cfg=None, weights=None, data=None, act: str | None = None, spec=None, new_head: bool = False,
-                **overrides) -> dict:
+                transition=None, recalibrate_bn: int = 0, **overrides) -> dict:
     """Resolve data and model, write the model YAML into the run folder, and return the trainer overrides.
 
     Args:
@@ -60,6 +99,9 @@ def prepare_run(cfg=None, weights=None, data=None, act: str | None = None, spec=
         act (str, optional): ``--act`` shorthand spec, e.g. ``frelu`` or ``leaky_relu:negative_slope=0.1``.
         spec (str | dict, optional): swap spec YAML path or dict.
         new_head (bool): allow ``weights`` with another class count (the detection head is then trained anew).
+        transition (int | float | str, optional): move from the weights' activations to ``act``/``spec`` through a
+            blended transition: epochs (``3``) or iterations (``"300it"``), see ``engine.transition``.
+        recalibrate_bn (int): after the abrupt swap, refresh BatchNorm statistics from this many training batches.
         **overrides: ultralytics train args (``epochs``, ``imgsz``, ``batch``, ``project``, ``name`` ...).
 
     Returns:
@@ -69,7 +111,8 @@ def prepare_run(cfg=None, weights=None, data=None, act: str | None = None, spec=
 
     register_safe_globals()
     info = resolve_data(data)
-    model_dict = _model_dict(cfg, weights, info, act, spec, new_head)
+    transfer = {"transition": transition, "recalibrate_bn": recalibrate_bn, "epochs": overrides.get("epochs")}
+    model_dict = _model_dict(cfg, weights, info, act, spec, new_head, transfer)
     args = {**overrides, "data": str(info.yaml), "mode": "train", "task": "detect"}
     if weights:
         args["pretrained"] = str(weights)
@@ -82,9 +125,11 @@ def prepare_run(cfg=None, weights=None, data=None, act: str | None = None, spec=
     return args
 
 
-def train(cfg=None, weights=None, data=None, act=None, spec=None, new_head=False, **overrides) -> dict:
+def train(cfg=None, weights=None, data=None, act=None, spec=None, new_head=False, transition=None, recalibrate_bn=0,
+          **overrides) -> dict:
     """Train a patched model; returns the ``act_swap_result.json`` contents. Arguments as in ``prepare_run``."""
-    args = prepare_run(cfg=cfg, weights=weights, data=data, act=act, spec=spec, new_head=new_head, **overrides)
+    args = prepare_run(cfg=cfg, weights=weights, data=data, act=act, spec=spec, new_head=new_head,
+                       transition=transition, recalibrate_bn=recalibrate_bn, **overrides)
     trainer = ActSwapTrainer(overrides=args)
     _run(trainer)
     return read_result(trainer.save_dir)

@@ -9,7 +9,8 @@ from a model dict whose ``act_swap:`` key is re-applied at every build: fresh ru
 ``--resume`` and DDP workers alike), ``setup_model`` (``pretrained=`` through ``models.load_model``; the run folder's
 model YAML; AMP deferral), ``build_optimizer`` (activation parameters in groups of their own, ``engine.optim``),
 ``train`` (DDP workers get the model dict), ``get_validator`` (``ActSwapValidator``), ``final_eval`` (writes
-``act_swap_result.json``). Callbacks: ``engine.callbacks.CALLBACKS`` (AMP decision, epoch timing).
+``act_swap_result.json``). Callbacks: ``engine.callbacks.CALLBACKS`` (AMP decision, epoch timing, and ``engine.transition``: the
+blended transition's ramp and collapse, BN recalibration).
 
 Examples:
     >>> trainer = ActSwapTrainer(overrides={"model": "runs/train/exp/yolov8n.yaml", "data": "demo", "epochs": 3})
@@ -28,6 +29,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, colorstr
 from ultralytics.utils.torch_utils import unwrap_model
 
+from ..blend import load_old_activations
 from ..data.resolve import resolve_data
 from ..io import atomic_write_text
 from ..models import build_detection_model, load_model, load_model_cfg
@@ -68,12 +70,15 @@ class ActSwapTrainer(DetectionTrainer):
 
     # --- model
     def get_model(self, cfg=None, weights=None, verbose=True):
-        """Build the model from ``cfg`` (its ``act_swap:`` applied at build time) and load ``weights`` into it."""
+        """Build the model from ``cfg`` (its ``act_swap:`` applied at build time) and load ``weights`` into it (the
+        trained activations of ``weights`` go into the ``old`` side of blends, ``blend.load_old_activations``)."""
         model = build_detection_model(load_model_cfg(cfg), nc=self.data["nc"], ch=self.data.get("channels", 3),
                                       verbose=verbose and RANK == -1)
         model = self.set_model_names_for_load(model)
         if weights:
             model.load(weights)
+            if isinstance(weights, torch.nn.Module):
+                load_old_activations(model, weights)
         return model
 
     def setup_model(self):

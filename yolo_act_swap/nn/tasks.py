@@ -14,6 +14,7 @@ from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 from ultralytics.utils import LOGGER
 
 from ..activations.registry import fuse_activations
+from ..blend import BLEND_KEY
 from ..patch import patch_model, register_patched_class
 
 
@@ -45,17 +46,34 @@ class ActSwapDetectionModel(DetectionModel):
     def apply_act_swap(self, verbose=False):
         """Apply ``self.yaml['act_swap']`` (if any) to this freshly built model; returns the PatchReport or None.
 
-        With ``verbose``, logs the swap (blocks, activation, parameters) and the patched model's summary, so that a
-        training log confirms which activation it trains.
+        With ``act_swap_blend`` in the YAML (a blended transition in progress) the last spec of the chain is installed
+        as blends (``patch_model(..., blend=True)``) over the activations the earlier specs give. With ``verbose``,
+        logs the swap (blocks, activation, parameters) and the patched model's summary, so that a training log
+        confirms which activation it trains.
         """
         spec = self.yaml.get("act_swap") if isinstance(self.yaml, dict) else None
         if not spec:
             return None
-        report = patch_model(self, spec, verify=False)
+        report = self._apply_blended(spec) if BLEND_KEY in self.yaml else patch_model(self, spec, verify=False)
         if verbose:
             log_swap(self, report)
         return report
 
+    def _apply_blended(self, spec):
+        chain = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+        marker = self.yaml.pop(BLEND_KEY)
+        try:
+            self.yaml.pop("act_swap")
+            if chain[:-1]:
+                patch_model(self, chain[:-1], verify=False)
+            return patch_model(self, chain[-1], verify=False, blend=True)
+        finally:  # the record stays exactly as it was
+            self.yaml["act_swap"], self.yaml[BLEND_KEY] = spec, marker
+
+    def fuse(self, verbose=True, imgsz=640):
+        """Fuse conv+BN as ultralytics does, then fold the BatchNorms inside activations."""
+        fuse_activations(self)
+        return super().fuse(verbose=verbose, imgsz=imgsz)
 
 
 def log_swap(model, report) -> None:
@@ -63,11 +81,6 @@ def log_swap(model, report) -> None:
     LOGGER.info(f"act_swap: {' + '.join(map(str, report.spec))}: " + "; ".join(report.summary_lines()[:2]))
     model.info()
     LOGGER.info("")
-
-    def fuse(self, verbose=True, imgsz=640):
-        """Fuse conv+BN as ultralytics does, then fold the BatchNorms inside activations."""
-        fuse_activations(self)
-        return super().fuse(verbose=verbose, imgsz=imgsz)
 
 
 # a plain DetectionModel becomes an ActSwapDetectionModel when patched (same state, the behaviour above)

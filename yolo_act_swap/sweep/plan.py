@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..activations import all_names, normalize_name
-from ..errors import SpecError, SweepError
+from ..blend import parse_transition
+from ..errors import ActSwapError, SpecError, SweepError
 from ..io import atomic_write_text, configs_dir
 from ..data import is_demo
 from ..spec import split_top
@@ -169,7 +170,8 @@ def make_settings(planned: dict | None = None, data: str | None = None, override
         planned (dict, optional): the settings of ``plan.json`` when resuming.
         data (str, optional): dataset; None (or the demo alias) is the built-in demo.
         overrides (list[str], optional): ``key=value`` training arguments; None keeps the plan's.
-        **given: ``cfg``, ``epochs``, ``batch_size``, ``img_size``, ``seed`` (None: not given).
+        **given: ``cfg``, ``epochs``, ``batch_size``, ``img_size``, ``seed``, ``weights`` (fine-tune every run from
+            this checkpoint), ``transition`` (``--transition`` of every run) (None: not given).
     """
     if data is None:
         data = (planned or {}).get("data")
@@ -186,7 +188,32 @@ def make_settings(planned: dict | None = None, data: str | None = None, override
     for key in ("epochs", "batch_size", "img_size", "seed"):
         out[key] = given[key] if given.get(key) is not None else base.get(key)
     out["overrides"] = overrides
+    _transfer_settings(out, planned, given)
     return out
+
+
+def _transfer_settings(out: dict, planned: dict | None, given: dict) -> None:
+    """``weights`` and ``transition`` (a sweep from a trained model), kept in the settings only when set, so that
+    sweeps planned without them keep their settings hash."""
+    weights = given.get("weights") or (planned or {}).get("weights")
+    transition = given.get("transition") or (planned or {}).get("transition")
+    if transition is not None and not weights:
+        raise SweepError("--transition moves a trained model to each activation: pass --weights TRAINED.pt")
+    if not weights:
+        return
+    if not Path(weights).expanduser().is_file():
+        raise SweepError(f"--weights {weights}: file not found; pass a trained checkpoint (best.pt)")
+    out["weights"] = abs_if_exists(weights)
+    if given.get("cfg") is None and planned is None:
+        out["cfg"] = None  # the weights' own config: the runs move from the activations they were trained with
+    if transition is not None:
+        try:
+            schedule = parse_transition(transition)
+        except ActSwapError as e:
+            raise SweepError(str(e)) from None
+        if schedule.get("epochs", 0) > out["epochs"]:
+            raise SweepError(f"--transition {transition} is longer than a run (--epochs {out['epochs']})")
+        out["transition"] = str(transition)
 
 
 def settings_hash(settings: dict) -> str:

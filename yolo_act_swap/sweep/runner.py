@@ -42,7 +42,8 @@ def train_command(run: SweepRun, settings: dict, folder: SweepFolder, device: st
 
     Args:
         run (SweepRun): the run.
-        settings (dict): the sweep settings (cfg, data, epochs, batch_size, img_size, seed, overrides).
+        settings (dict): the sweep settings (cfg, data, epochs, batch_size, img_size, seed, overrides; weights and
+            transition for a sweep from a trained model).
         folder (SweepFolder): where the run folder lives.
         device (str, optional): one device for this run (``cpu``, ``0``, ...).
         workers (int, optional): dataloader workers.
@@ -57,6 +58,10 @@ def train_command(run: SweepRun, settings: dict, folder: SweepFolder, device: st
             cmd += ["--cfg", settings["cfg"]]
         if settings.get("data"):
             cmd += ["--data", settings["data"]]
+        if settings.get("weights"):
+            cmd += ["--weights", settings["weights"]]
+        if settings.get("transition"):
+            cmd += ["--transition", settings["transition"]]
         if run.act:
             cmd += ["--act", run.act]
         if run.spec:

@@ -119,6 +119,9 @@ def _note(settings: dict, latency: dict | None, deploy: dict | None = None) -> s
     data = settings.get("data") or "built-in demo"
     note = (f"cfg {settings.get('cfg') or '(train default)'}, data {data}, {settings.get('epochs')} epochs, "
             f"batch {settings.get('batch_size')}, imgsz {settings.get('img_size')}, seed {settings.get('seed')}")
+    if settings.get("weights"):
+        note += f"; from {settings['weights']}" + (f", --transition {settings['transition']}"
+                                                    if settings.get("transition") else ", abrupt swap")
     if latency:
         note += f"; latency: batch 1, fused, median of {latency.get('reps')} on {latency.get('device_name')}"
     if deploy:
