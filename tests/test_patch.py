@@ -106,7 +106,7 @@ def test_bn_settings_copied_and_frelu_fuses(models):
         fused = copy.deepcopy(model).fuse(verbose=False)
         assert torch.allclose(fused(x)[0], y, atol=1e-3, rtol=1e-3)
     frelus = [m for m in fused.modules() if getattr(m, ACT_TAG, "") == "frelu"]
-    assert frelus and all(m.fused for m in frelus)  # the model's fuse() folds the BN inside every FReLU too
+    assert frelus and all(m.bn is None for m in frelus)  # the model's fuse() folds the BN inside every FReLU too
 
 
 def test_ultralytics_yolo_wrapper_and_eval_mode():
