@@ -17,11 +17,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..activations import all_names, normalize_name
+from ..data import is_demo
 from ..errors import SpecError, SweepError
 from ..io import atomic_write_text, configs_dir
-from ..data import is_demo
-from ..spec import split_top
-from ..spec import load_spec, resolve_spec_file
+from ..spec import load_spec, resolve_spec_file, split_top
 
 TRAIN_MODULE = "yolo_act_swap"  # every run is ``python -m yolo_act_swap train ...``
 PLAN_VERSION = 2  # 2: one run per (activation, seed), the seed in the run; 1: one run per activation, one seed
