@@ -126,7 +126,7 @@ class Comparison:
     verdict: str = ""
 
 
-def _warnings(values: dict[str, dict[int, dict[str, float]]], baseline: str | None) -> list[str]:
+def _warnings(values: dict[str, dict[int, dict[str, float]]], baseline: str | None, seeds: int | None) -> list[str]:
     """What makes the sweep degenerate, said plainly (each a sentence without a final period)."""
     out = []
     finite = [v for per_seed in values.values() for m in per_seed.values() for v in (m.get(VERDICT_METRIC),)
@@ -134,7 +134,8 @@ def _warnings(values: dict[str, dict[int, dict[str, float]]], baseline: str | No
     if finite and all(abs(v) <= TIE for v in finite):
         out.append(f"every {VERDICT_METRIC} is 0: the runs are too short (or the data too small) to learn anything; "
                    f"no verdict is possible, train longer")
-    seeds = max((len(per_seed) for per_seed in values.values()), default=0)
+    if seeds is None:
+        seeds = max((len(per_seed) for per_seed in values.values()), default=0)
     if values and seeds <= 1:
         out.append("one seed per activation: no verdict is possible; pass --seeds 3 (or more) for a paired test")
     if baseline is None and len(values) > 1:
@@ -150,19 +151,21 @@ def _warnings(values: dict[str, dict[int, dict[str, float]]], baseline: str | No
     return out
 
 
-def compare(values: dict[str, dict[int, dict[str, float]]], baseline: str | None,
-            alpha: float = ALPHA) -> tuple[dict[str, Comparison], list[str]]:
+def compare(values: dict[str, dict[int, dict[str, float]]], baseline: str | None, alpha: float = ALPHA,
+            seeds: int | None = None) -> tuple[dict[str, Comparison], list[str]]:
     """The statistics of a sweep: per activation the spread of each metric, and the verdict against ``baseline``.
 
     Args:
         values (dict): activation label -> seed -> metrics (``mAP50-95``, ``mAP50``) of its finished runs.
         baseline (str, optional): the reference activation's label (None: spreads only).
         alpha (float): the family-wise error rate; a Holm-adjusted p below it is a verdict.
+        seeds (int, optional): the seeds planned per activation (None: the most any activation finished); one seed
+            is warned about, fewer finished than planned is not (the sweep is still running).
 
     Returns:
         (tuple): label -> :class:`Comparison`, and the sweep's warnings (degenerate cases, in words).
     """
-    notes = _warnings(values, baseline)
+    notes = _warnings(values, baseline, seeds)
     all_zero = any(n.startswith(f"every {VERDICT_METRIC} is 0") for n in notes)
     out = {label: Comparison(label, {k: spread([m.get(k) for m in per_seed.values()]) for k in METRICS})
            for label, per_seed in values.items()}

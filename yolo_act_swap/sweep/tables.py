@@ -109,7 +109,7 @@ def build_table(runs: list[SweepRun], folder: SweepFolder, latency: dict | None 
         per_act.setdefault(r.label, []).append(_run_row(r, folder))
     values = {label: {row["seed"]: {k: row[k] for k in METRICS} for row, _ in rr if row["status"] == "finished"}
               for label, rr in per_act.items()}
-    comps, notes = compare(values, baseline if baseline in values else None)
+    comps, notes = compare(values, baseline if baseline in values else None, seeds=max(len(seeds_of(runs)), 1))
     rows = [_act_row(label, rr, comps[label], latency) for label, rr in per_act.items()]
     rows.sort(key=lambda row: (STATUS_ORDER.get(row["status"], 3),
                                -(row["mAP50-95"] if is_finite(row["mAP50-95"]) else -1)))
