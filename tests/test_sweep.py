@@ -402,7 +402,7 @@ def test_failing_run_is_recorded_and_the_others_finish(killed_sweep):
     md = (folder / "results.md").read_text()
     assert md.count("| silu ") == 1 and "baseline" in md
     assert "**Warning:** one seed per activation: no verdict is possible" in md  # --seeds 1 says so
-    assert rows["relu"]["verdict"] == "no verdict: one seed" and rows["relu"]["n"] == "1"
+    assert rows["relu"]["verdict"].startswith("no verdict") and rows["relu"]["n"] == "1"  # one seed (or all 0)
 
 
 @pytest.mark.slow
