@@ -9,7 +9,15 @@ import torch
 
 from yolo_act_swap.activations import list_activations
 from yolo_act_swap.cli import main as cli_main
-from yolo_act_swap.plots import activation_curve, pareto_front, plot_sweep
+from yolo_act_swap.plots import (
+    ZERO_NOTE,
+    activation_curve,
+    curves_figure,
+    frontier_figure,
+    map_bars_figure,
+    pareto_front,
+    plot_sweep,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -107,3 +115,51 @@ def test_plot_sweep_writes_three_pngs(tmp_path):
     for p in written:
         w, h = _png_size(p)
         assert 400 <= w <= 4000 and 300 <= h <= 3000, (p.name, w, h)
+
+
+def _results_csv(path, values):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = "epoch,time,metrics/mAP50(B),metrics/mAP50-95(B)\n"
+    path.write_text(head + "".join(f"{e},{e},{2 * v:.4f},{v:.4f}\n" for e, v in enumerate(values, 1)))
+    return path
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_sweep_plots_over_seeds_have_whiskers_error_bars_and_bands(tmp_path):
+    rows = [
+        {"act": "silu", "status": "finished", "mAP50-95": 0.10, "mAP50-95_ci_low": 0.08, "mAP50-95_ci_high": 0.12,
+         "values": [0.09, 0.11], "latency_ms": 5.0},
+        {"act": "relu", "status": "finished", "mAP50-95": 0.07, "mAP50-95_ci_low": -0.02, "mAP50-95_ci_high": 0.16,
+         "values": [0.05, 0.09], "latency_ms": 4.0},
+    ]
+    ax = map_bars_figure(rows, "silu").axes[0]
+    assert len(ax.collections) >= 2  # the whiskers and the per-seed dots
+    lo, hi = ax.get_ylim()
+    assert lo == 0 and 0.16 < hi < 0.5  # from 0, with room for the upper whisker, never negative
+    ax = frontier_figure(rows, "silu").axes[0]
+    assert ax.get_ylim()[0] >= 0 and ax.get_ylim()[1] > 0.16
+    assert any(c.__class__.__name__ == "LineCollection" for c in ax.collections)  # error bars
+    curves = {"silu": [_results_csv(tmp_path / "s0.csv", [0.01, 0.05, 0.09]),
+                       _results_csv(tmp_path / "s1.csv", [0.02, 0.07, 0.11])],
+              "relu": _results_csv(tmp_path / "r0.csv", [0.0, 0.03, 0.05])}  # one path works too
+    ax = curves_figure(curves, "silu").axes[0]
+    assert len(ax.lines) == 2 and len(ax.collections) == 1  # a mean line each, a band where seeds differ
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.015, 0.06, 0.10])
+    assert all(float(t).is_integer() for t in ax.get_xticks() if 1 <= t <= 3)  # integer epoch ticks
+    assert "range over seeds" in ax.get_ylabel()
+
+
+def test_sweep_plots_stay_sane_when_every_map_is_zero(tmp_path):
+    rows = [{"act": a, "status": "finished", "mAP50-95": 0.0, "mAP50-95_ci_low": 0.0, "mAP50-95_ci_high": 0.0,
+             "values": [0.0, 0.0], "latency_ms": lat} for a, lat in (("silu", 5.0), ("relu", 4.0))]
+    for fig in (map_bars_figure(rows, "silu"), frontier_figure(rows, "silu")):
+        ax = fig.axes[0]
+        assert ax.get_ylim() == (0, 1) and ZERO_NOTE in _texts(ax)  # not 0..0.0012, never below 0
+    curves = {"silu": [_results_csv(tmp_path / "a.csv", [0, 0]), _results_csv(tmp_path / "b.csv", [0, 0])]}
+    ax = curves_figure(curves, "silu").axes[0]
+    assert ax.get_ylim() == (0, 1) and ZERO_NOTE in _texts(ax)
+    assert [t for t in ax.get_xticks() if 1 <= t <= 2] == [1, 2]  # two epochs: ticks 1 and 2, no 1.25
+    assert len(plot_sweep(tmp_path, rows, curves, baseline="silu")) == 3

@@ -1,7 +1,8 @@
 """``yolo-act-swap sweep``: train one model per activation under identical settings and compare them.
 
-    yolo-act-swap sweep                                             # demo: silu,relu,frelu on the synthetic data, CPU
-    yolo-act-swap sweep --cfg yolov7-tiny.yaml --acts silu,relu,frelu,acon_c --data coco.yaml --epochs 50 --device 0,1
+    yolo-act-swap sweep                                  # demo: silu,relu,frelu x 2 seeds on the synthetic data, CPU
+    yolo-act-swap sweep --cfg yolov7-tiny.yaml --acts silu,relu,frelu,acon_c --seeds 3 --data coco.yaml --epochs 50 \
+        --device 0,1
     yolo-act-swap sweep --weights best.pt --transition 2 --acts relu,leaky_relu,hard_swish   # from a trained model
 
 The work is done by :mod:`yolo_act_swap.sweep` (plan -> runner -> harvest -> tables, scheduled by ``Sweep``); this
@@ -19,13 +20,21 @@ from ..errors import SweepError
 from ..plots import plot_sweep
 from ..sweep import (
     DEFAULT_ACTS,
+    DEMO_SEEDS,
     Sweep,
     SweepFolder,
+    activations_of,
+    build_table,
+    default_baseline,
     make_settings,
     planned_runs,
+    require_scipy,
     resolve_acts,
     resolve_devices,
-    table_rows,
+    resolve_seeds,
+    seeds_of,
+    summary_lines,
+    with_seeds,
     write_tables,
 )
 from .common import Parser, add_verbose
@@ -38,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``yolo-act-swap sweep`` argument parser (unknown ``key=value`` arguments go to every training)."""
     p = Parser(
         prog="yolo-act-swap sweep",
-        description="Train one model per activation with identical data, seed, schedule and image size, then compare "
-        "them in a table (CSV/Markdown) and plots. Extra key=value arguments go to every training run.",
+        description="Train one model per activation and seed with identical data, schedule and image size, then "
+        "compare them in a table (CSV/Markdown: mean over seeds, 95% intervals, a paired t-test against the "
+        "baseline and a Holm-corrected verdict) and plots. Extra key=value arguments go to every training run.",
     )
     p.add_argument("--cfg", default=None, help="model YAML (demo: yolov8n.yaml, else the train command's default)")
     p.add_argument("--acts", nargs="+", default=None,
@@ -54,7 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     # not add_run_folder: a sweep folder is always reused (that is how it resumes), so --exist-ok has no meaning here
     p.add_argument("--project", default="runs/sweep", help="parent folder of sweeps (runs/sweep)")
     p.add_argument("--name", default="sweep", help="sweep folder name (sweep)")
-    p.add_argument("--seed", type=int, default=None, help="training seed of every run (0)")
+    p.add_argument("--seeds", default=None,
+                   help=f"seeds per activation: a count (3: seeds 0,1,2, from --seed) or a list (0,1,2); the same "
+                        f"seeds for every activation (paired). Default: the plan's, else {DEMO_SEEDS} on the demo and "
+                        f"1 on real data")
+    p.add_argument("--seed", type=int, default=None, help="the first seed of a --seeds count; alone, the one seed")
+    p.add_argument("--baseline", default=None,
+                   help="the activation the others are compared with (default: silu when it is in --acts)")
     p.add_argument("--weights", default=None,
                    help="fine-tune every run from this trained checkpoint (its config and activations) instead of "
                    "training from scratch")
@@ -92,7 +108,7 @@ def _split_overrides(rest: list[str]) -> list[str]:
 def settings_from_args(args: argparse.Namespace, rest: list[str], planned: dict | None) -> dict:
     """The sweep settings: explicit flags, else the plan's (when resuming), else the defaults (demo or real data)."""
     return make_settings(planned, data=args.data, overrides=_split_overrides(rest), cfg=args.cfg, epochs=args.epochs,
-                         batch_size=args.batch_size, img_size=args.img_size, seed=args.seed,
+                         batch_size=args.batch_size, img_size=args.img_size,
                          weights=args.weights, transition=args.transition)
 
 
@@ -106,18 +122,44 @@ def _sweep_root(args: argparse.Namespace) -> Path:
     return (Path(args.project).expanduser() / args.name).resolve()
 
 
+def _runs(args: argparse.Namespace, plan: dict | None, demo: bool) -> list:
+    """The (activation, seed) runs asked for: ``--acts`` (or, resuming, the planned ones) times the seeds."""
+    planned = planned_runs(plan) if plan is not None else []
+    if args.acts is None and args.resume and args.seeds is None and args.seed is None:
+        return planned  # --resume alone: exactly the plan
+    acts = activations_of(planned) if args.acts is None and args.resume else resolve_acts(args.acts or [DEFAULT_ACTS])
+    return with_seeds(acts, resolve_seeds(args.seeds, args.seed, seeds_of(planned), demo))
+
+
+def _baseline(args: argparse.Namespace, runs: list) -> str | None:
+    """``--baseline`` checked against the sweep's activations, else the plain silu run's label."""
+    if args.baseline is None:
+        return default_baseline(runs)
+    labels = list(dict.fromkeys(r.label for r in runs))
+    if args.baseline not in labels:
+        raise SweepError(f"--baseline {args.baseline}: not an activation of this sweep ({', '.join(labels)}); "
+                         f"name one of them, or add it to --acts")
+    return args.baseline
+
+
 def _planned_sweep(args: argparse.Namespace, rest: list[str], argv: list[str]) -> Sweep:
-    """Read or write the plan (locking the folder) and return the sweep that trains it."""
+    """Read or write the plan (locking the folder) and return the sweep that trains it.
+
+    An existing plan's settings are the defaults of a re-run (so the same command resumes it, also across releases
+    that changed the demo's defaults); a flag that differs from the plan is reported by ``SweepFolder.plan``.
+    """
     root = _sweep_root(args)
     folder = SweepFolder(root)
-    plan = folder.read_json(folder.plan_path) if args.resume and folder.plan_path.exists() else None
+    plan = folder.read_plan()
     if args.resume and plan is None:
         raise SweepError(f"--resume: no sweep to resume at {root} (no plan.json); start it without --resume")
     settings = settings_from_args(args, rest, (plan or {}).get("settings"))
-    runs = planned_runs(plan) if args.acts is None and plan is not None else resolve_acts(args.acts or [DEFAULT_ACTS])
+    runs = _runs(args, plan, settings["data"] is None)
+    baseline = _baseline(args, runs)
     folder.lock()
     runs = folder.plan(settings, runs, argv)
-    return Sweep(folder, runs, settings, resolve_devices(args.device), args.workers, args.verbose, args.retry_failed)
+    return Sweep(folder, runs, settings, resolve_devices(args.device), args.workers, args.verbose, args.retry_failed,
+                 baseline)
 
 
 def _deploy(sweep: Sweep, args: argparse.Namespace) -> dict | None:
@@ -140,23 +182,29 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args, rest = build_parser().parse_known_args(argv)
+    require_scipy()  # before any training: the table at the end needs it
     sweep = _planned_sweep(args, rest, argv)
     folder, runs = sweep.folder, sweep.runs
     todo = sweep.pending()
-    print(f"sweep {folder.root}: {len(runs)} runs, {len(runs) - len(todo)} already recorded, "
-          f"{len(todo)} to train on {','.join(sweep.devices)} ({args.backend})", flush=True)
+    acts, seeds = len({r.label for r in runs}), len(seeds_of(runs))
+    print(f"sweep {folder.root}: {len(runs)} runs ({acts} activations x {seeds} seeds), {len(runs) - len(todo)} "
+          f"already recorded, {len(todo)} to train on {','.join(sweep.devices)} ({args.backend})", flush=True)
     if todo:
         (sweep.run_ray if args.backend == "ray" else sweep.run_local)(todo)
     latency = sweep.latency(args.latency_reps)
     deploy = _deploy(sweep, args) if args.deploy else None
-    rows = table_rows(runs, folder, latency, deploy)
-    text = write_tables(rows, folder, sweep.settings, latency, deploy)
+    table = build_table(runs, folder, latency, sweep.baseline, deploy)
+    text = write_tables(table, folder, sweep.settings, latency, deploy)
     if not args.no_plots:
-        plot_sweep(folder.root, rows, {r.label: folder.run_dir(r.label) / "results.csv" for r in runs},
-                   baseline=next((r.label for r in runs if r.baseline), None))
+        curves: dict[str, list] = {}
+        for r in runs:
+            curves.setdefault(r.label, []).append(folder.run_dir(r.run_id) / "results.csv")
+        plot_sweep(folder.root, table.rows, curves, baseline=table.baseline)
     print(text, end="", flush=True)
-    print(f"results: {folder.root / 'results.md'} (+ results.csv, plots)", flush=True)
-    open_runs = [row["act"] for row in rows if row["status"] not in ("finished", "failed")]
+    for line in summary_lines(table):
+        print(line, flush=True)
+    print(f"results: {folder.root / 'results.md'} (+ results.csv, runs.csv, plots)", flush=True)
+    open_runs = [row["run_id"] for row in table.runs if row["status"] not in ("finished", "failed")]
     if open_runs:
         print(f"{len(open_runs)} run(s) interrupted ({', '.join(open_runs)}): run the same command again, or "
               f"'yolo-act-swap sweep --resume {folder.root}', to finish them", file=sys.stderr, flush=True)

@@ -83,11 +83,11 @@ def sweep_deploy(folder: SweepFolder, runs: list, settings: dict, reps: int, wri
     """Measure (or reuse from ``deploy.json``) the deployment columns of every finished run of a sweep."""
     from ..data import resolve_data
 
-    weights = {}
+    weights = {}  # per activation: the best.pt of its first finished seed
     for r in runs:
-        rec = folder.record(r.label)
+        rec = folder.record(r.run_id)
         if rec and rec.get("status") == "finished" and rec.get("best") and Path(rec["best"]).exists():
-            weights[r.label] = rec["best"]
+            weights.setdefault(r.label, rec["best"])
     if not weights:
         return None
     path = folder.root / "deploy.json"

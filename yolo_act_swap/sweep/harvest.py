@@ -75,7 +75,7 @@ def run_error(outcome: dict, result: dict | None, epochs: list[dict], run_dir: P
 
 def harvest(run: SweepRun, folder: SweepFolder, outcome: dict, imgsz: int, gpu: bool) -> dict:
     """Build a run's result record from its exit status, output, ``act_swap_result.json`` and ``results.csv``."""
-    run_dir = folder.run_dir(run.label)
+    run_dir = folder.run_dir(run.run_id)
     result = folder.read_json(run_dir / "act_swap_result.json") or {}
     epochs = read_results_csv(run_dir / "results.csv")
     error = run_error(outcome, result or None, epochs, run_dir)
@@ -83,6 +83,8 @@ def harvest(run: SweepRun, folder: SweepFolder, outcome: dict, imgsz: int, gpu: 
     peak, source = (result.get("peak_mem_mb"), "result json") if gpu or rss is None else (rss, "max RSS")
     record = {
         "label": run.label,
+        "run_id": run.run_id,
+        "seed": run.seed,
         "act": run.act,
         "spec": run.spec,
         "status": "failed" if error else "finished",

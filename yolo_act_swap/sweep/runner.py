@@ -41,8 +41,8 @@ def train_command(run: SweepRun, settings: dict, folder: SweepFolder, device: st
     """The ``python -m yolo_act_swap train`` argument list for one run (``python`` is argv[0], replaced by the runner).
 
     Args:
-        run (SweepRun): the run.
-        settings (dict): the sweep settings (cfg, data, epochs, batch_size, img_size, seed, overrides; weights and
+        run (SweepRun): the run (its seed is the training's ``--seed``).
+        settings (dict): the sweep settings (cfg, data, epochs, batch_size, img_size, overrides; weights and
             transition for a sweep from a trained model).
         folder (SweepFolder): where the run folder lives.
         device (str, optional): one device for this run (``cpu``, ``0``, ...).
@@ -67,9 +67,9 @@ def train_command(run: SweepRun, settings: dict, folder: SweepFolder, device: st
         if run.spec:
             cmd += ["--spec", folder.freeze_spec(run)]
         cmd += ["--epochs", str(settings["epochs"]), "--batch-size", str(settings["batch_size"]),
-                "--img-size", str(settings["img_size"]), "--seed", str(settings["seed"])]
-    run_dir = folder.run_dir(run.label)
-    cmd += ["--project", str(run_dir.parent), "--name", run.label, "--exist-ok"]
+                "--img-size", str(settings["img_size"]), "--seed", str(run_seed(run, settings))]
+    run_dir = folder.run_dir(run.run_id)
+    cmd += ["--project", str(run_dir.parent), "--name", run.run_id, "--exist-ok"]
     if device is not None:
         cmd += ["--device", str(device)]
     if workers is not None:
@@ -79,6 +79,11 @@ def train_command(run: SweepRun, settings: dict, folder: SweepFolder, device: st
     if not resume:
         cmd += list(settings.get("overrides", []))
     return cmd
+
+
+def run_seed(run: SweepRun, settings: dict) -> int:
+    """The run's training seed (a version-1 settings dict without seeded runs: its one ``seed``)."""
+    return run.seed if run.seed is not None else int(settings.get("seed", 0))
 
 
 def child_env() -> dict:

@@ -18,7 +18,7 @@ from ..tables import is_finite
 from .harvest import cpu_name, harvest, interrupted, measure_latency
 from .plan import SweepFolder, SweepRun
 from .runner import child_env, is_gpu, ray_task, run_command, train_command
-from .tables import table_rows, write_tables
+from .tables import build_table, write_tables
 
 NO_RUN = {"returncode": 0, "max_rss_mb": None, "tail": []}  # the outcome of a run that had finished already
 
@@ -34,13 +34,15 @@ class Sweep:
         workers (int, optional): dataloader workers per run.
         verbose (bool): pass ``--verbose`` to training.
         retry_failed (bool): train failed runs again instead of keeping their records.
+        baseline (str, optional): the reference activation's label in the tables (None: the plain silu run).
     """
 
     def __init__(self, folder: SweepFolder, runs: list[SweepRun], settings: dict, devices: list[str],
-                 workers: int | None = None, verbose: bool = False, retry_failed: bool = False):
+                 workers: int | None = None, verbose: bool = False, retry_failed: bool = False,
+                 baseline: str | None = None):
         self.folder, self.runs, self.settings = folder, runs, settings
         self.devices, self.workers, self.verbose = devices, workers, verbose
-        self.retry_failed = retry_failed
+        self.retry_failed, self.baseline = retry_failed, baseline
         self.procs: dict = {}
         self.stopping = threading.Event()  # set when the sweep itself is being stopped
         self.bar = None
@@ -50,15 +52,15 @@ class Sweep:
         """Runs without a record (a failed record too, with ``--retry-failed``)."""
         todo = []
         for r in self.runs:
-            rec = self.folder.record(r.label)
+            rec = self.folder.record(r.run_id)
             if rec is None or (self.retry_failed and rec.get("status") == "failed"):
                 todo.append(r)
         return todo
 
     def prepare(self, run: SweepRun) -> tuple[str | None, dict | None]:
         """How to (re)start a run: ``(last.pt to resume from or None, an already finished result or None)``."""
-        run_dir = self.folder.run_dir(run.label)
-        rec = self.folder.record(run.label)
+        run_dir = self.folder.run_dir(run.run_id)
+        rec = self.folder.record(run.run_id)
         if rec is not None and rec.get("status") == "failed":  # --retry-failed: start over
             shutil.rmtree(run_dir, ignore_errors=True)
             return None, None
@@ -69,7 +71,7 @@ class Sweep:
         if last.exists() and checkpoint_complete(last):
             return str(last), None
         if last.exists():
-            self.write(f"{run.label}: {last} was cut short (killed while saving); starting the run again")
+            self.write(f"{run.run_id}: {last} was cut short (killed while saving); starting the run again")
         if run_dir.exists():
             shutil.rmtree(run_dir)  # no usable epoch saved: start over cleanly (no stale results.csv rows)
         return None, None
@@ -83,14 +85,14 @@ class Sweep:
         resume, finished = self.prepare(run)
         if finished is not None:
             return dict(NO_RUN)
-        log = self.folder.log_path(run.label)
+        log = self.folder.log_path(run.run_id)
         runner = runner or (lambda cmd: run_command(cmd, log, env=child_env(), echo=echo, procs=self.procs))
         outcome = runner(self.command(run, device, resume))
         text = "\n".join(outcome.get("tail") or [])
         if resume and outcome.get("returncode") and "nothing to resume" in text:
             # killed between the final save and the result file: the run is complete but its result is not; train
             # it again from scratch rather than record a failure
-            shutil.rmtree(self.folder.run_dir(run.label), ignore_errors=True)
+            shutil.rmtree(self.folder.run_dir(run.run_id), ignore_errors=True)
             outcome = runner(self.command(run, device))
         return outcome
 
@@ -101,21 +103,21 @@ class Sweep:
         it stays resumable and the next start of the sweep continues it from its ``last.pt``.
         """
         if self.stopping.is_set() or interrupted(outcome):
-            self.write(f"{run.label}: interrupted; run the sweep again to resume it")
+            self.write(f"{run.run_id}: interrupted; run the sweep again to resume it")
             return None
         rec = harvest(run, self.folder, outcome, self.settings["img_size"], is_gpu(device))
         rec["device"] = device
         rec["runner"] = outcome.get("runner") or {"backend": "local", "pid": os.getpid()}
-        self.folder.write_json(self.folder.record_path(run.label), rec)
+        self.folder.write_json(self.folder.record_path(run.run_id), rec)
         with self.folder.table_lock:
-            write_tables(table_rows(self.runs, self.folder), self.folder, self.settings, None)
+            write_tables(build_table(self.runs, self.folder, None, self.baseline), self.folder, self.settings, None)
         m = rec["metrics"].get("mAP50-95")
-        done = sum(self.folder.record(r.label) is not None for r in self.runs)
+        done = sum(self.folder.record(r.run_id) is not None for r in self.runs)
         if rec["status"] != "finished":
             msg = f"FAILED ({rec['error']})"
         else:
             msg = f"finished, mAP50-95 {m:.4f}" if is_finite(m) else "finished"
-        self.write(f"[{done}/{len(self.runs)}] {run.label}: {msg}")
+        self.write(f"[{done}/{len(self.runs)}] {run.run_id}: {msg}")
         return rec
 
     def write(self, msg: str) -> None:
@@ -159,7 +161,7 @@ class Sweep:
 
     def _run_serial(self, todo: list[SweepRun], device: str) -> None:
         for run in todo:
-            self.bar.set_description(f"sweep [{run.label}]")
+            self.bar.set_description(f"sweep [{run.run_id}]")
             outcome = self.execute(run, device, echo=self.write)
             if self.record(run, outcome, device) is not None:
                 self.bar.update(1)
@@ -186,8 +188,8 @@ class Sweep:
             except queue.Empty:
                 return
             try:
-                self.write(f"{run.label}: started on device {device}, log {self.folder.log_path(run.label)}")
-                outcome = self.execute(run, device, echo=lambda s, lb=run.label: self.write(f"[{lb}] {s}"))
+                self.write(f"{run.run_id}: started on device {device}, log {self.folder.log_path(run.run_id)}")
+                outcome = self.execute(run, device, echo=lambda s, lb=run.run_id: self.write(f"[{lb}] {s}"))
                 if self.record(run, outcome, device) is not None:
                     self.bar.update(1)
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
@@ -233,21 +235,27 @@ class Sweep:
                 self.record(run, dict(NO_RUN), self.devices[0])
                 continue
             opts = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
-            log = str(self.folder.log_path(run.label))
-            ref = task.options(**opts, name=f"yas-sweep-{run.label}").remote(
+            log = str(self.folder.log_path(run.run_id))
+            ref = task.options(**opts, name=f"yas-sweep-{run.run_id}").remote(
                 self.command(run, "0" if gpu else "cpu", resume), log, child_env())
             refs[ref] = run
-            self.write(f"{run.label}: submitted to Ray, log {log}")
+            self.write(f"{run.run_id}: submitted to Ray, log {log}")
         return refs
 
     # ----------------------------------------------------------------------------------------------- latency
     def latency(self, reps: int) -> dict | None:
-        """Measure (or reuse) the side-by-side latency of every finished run; stored in ``latency.json``."""
+        """Measure (or reuse) the side-by-side latency of every activation; stored in ``latency.json``.
+
+        One model per activation: its first finished seed (the seeds share the architecture, so they share the
+        latency), keyed by the activation's label.
+        """
         path = self.folder.root / "latency.json"
         weights = {}
         for r in self.runs:
-            rec = self.folder.record(r.label)
-            if rec and rec.get("status") == "finished" and rec.get("best") and Path(rec["best"]).exists():
+            rec = self.folder.record(r.run_id)
+            if r.label in weights or not rec or rec.get("status") != "finished":
+                continue
+            if rec.get("best") and Path(rec["best"]).exists():
                 weights[r.label] = rec["best"]
         if not weights:
             return None
