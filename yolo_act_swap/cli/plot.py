@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..plots import plot_activations
-from ..sweep.plan import acts_flag, split_acts
+from ..sweep.acts import acts_flag, split_acts
 from .common import Parser, add_verbose
 
 DEFAULT_PLOT_ACTS = "silu,relu,leaky_relu:negative_slope=0.1,mish,gelu,hard_swish,frelu,acon_c"

@@ -26,6 +26,7 @@ interrupted ones from their ``last.pt`` and never loses or duplicates a row. The
 """
 
 from ..errors import SweepError
+from .acts import acts_flag, resolve_acts, split_acts
 from .harvest import error_line, harvest, interrupted, measure_latency, model_stats, nan_problem
 from .plan import (
     DATA_DEFAULTS,
@@ -39,11 +40,9 @@ from .plan import (
     activations_of,
     make_settings,
     planned_runs,
-    resolve_acts,
     resolve_seeds,
     seeds_of,
     settings_hash,
-    split_acts,
     upgrade_plan,
     with_seeds,
 )
