@@ -629,7 +629,7 @@ def test_temporary_activation_restores_what_it_replaced():
 
 def test_cli_list_prints_every_name():
     script = Path(sys.executable).with_name("yolo-act-swap")
-    cmd = [str(script), "--list"] if script.exists() else [sys.executable, "-m", "yolo_act_swap.cli", "--list"]
+    cmd = [str(script), "--list"] if script.exists() else [sys.executable, "-m", "yolo_act_swap", "--list"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()

@@ -12,7 +12,7 @@ from yolo_act_swap.cli import main, run_guarded
 from yolo_act_swap.errors import SpecError
 
 SCRIPT = Path(sys.executable).with_name("yolo-act-swap")
-CMD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "yolo_act_swap.cli"]
+CMD = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "yolo_act_swap"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

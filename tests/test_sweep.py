@@ -1,6 +1,6 @@
 """``yolo-act-swap sweep``: planning, the table, and real tiny sweeps on the demo data (killed, resumed, failing, Ray).
 
-The training tests run real ``python -m yolo_act_swap.train`` subprocesses on the built-in demo data at 64 px, one or
+The training tests run real ``python -m yolo_act_swap train`` subprocesses on the built-in demo data at 64 px, one or
 two epochs, a tenth of the training images, so each run takes seconds. One sweep (silu, relu, and a run that diverges
 to NaN) is shared by several tests: it is killed with SIGKILL once silu is recorded and relu has saved its first
 epoch, resumed with ``--resume``, then started again with the original command.
@@ -19,20 +19,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from yolo_act_swap.cli.sweep import _split_overrides, build_parser, settings_from_args
 from yolo_act_swap.errors import UnknownActivation
+from yolo_act_swap.io import checkpoint_complete, read_results_csv
 from yolo_act_swap.sweep import (
     DEMO_RECIPE,
     Sweep,
     SweepError,
     SweepFolder,
-    _split_overrides,
-    build_parser,
-    checkpoint_complete,
     nan_problem,
-    read_results_csv,
     resolve_acts,
     run_command,
-    settings_from_args,
     table_rows,
     write_tables,
 )
@@ -244,7 +241,7 @@ def test_a_run_stopped_from_outside_stays_resumable_not_failed(tmp_path):
 
 
 def test_cli_reports_a_bad_act_in_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "yolo_act_swap.cli", "sweep", "--acts", "silu,frlu", "--project",
+    r = subprocess.run([sys.executable, "-m", "yolo_act_swap", "sweep", "--acts", "silu,frlu", "--project",
                         str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
@@ -284,7 +281,7 @@ def killed_sweep(tmp_path_factory):
     while orphans and time.time() - t < 20:
         time.sleep(0.2)
         orphans = _procs_mentioning(str(folder / "runs"))
-    resumed = subprocess.run([sys.executable, "-m", "yolo_act_swap.cli", "sweep", "--resume", str(folder),
+    resumed = subprocess.run([sys.executable, "-m", "yolo_act_swap", "sweep", "--resume", str(folder),
                               "--device", "cpu", "--workers", "0", "--latency-reps", "5"],
                              capture_output=True, text=True, timeout=600)
     md_after_resume = (folder / "results.md").read_text() if (folder / "results.md").exists() else ""
@@ -357,7 +354,7 @@ def test_sweep_plots_are_valid_pngs(killed_sweep):
 @pytest.mark.slow
 def test_ray_backend_runs_each_training_as_a_task(tmp_path, capsys):
     ray = pytest.importorskip("ray")
-    from yolo_act_swap import sweep
+    from yolo_act_swap.cli import sweep
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -379,7 +376,7 @@ def test_ray_backend_runs_each_training_as_a_task(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_one_run_per_device_in_parallel(tmp_path):
-    from yolo_act_swap import sweep
+    from yolo_act_swap.cli import sweep
 
     rc = sweep.main(["--device", "cpu,cpu", "--acts", "silu,relu", "--project", str(tmp_path), "--name", "p",
                      "--epochs", "1", *TINY, "--no-plots"])

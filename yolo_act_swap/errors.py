@@ -36,3 +36,7 @@ class ModelError(ActSwapError):
 
 class DataError(ActSwapError):
     """A dataset is missing, empty or inconsistent with the model."""
+
+
+class SweepError(ActSwapError):
+    """A sweep cannot start or continue as asked (settings clash with the folder, bad ``--acts`` item, ...)."""

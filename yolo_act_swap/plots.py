@@ -1,6 +1,5 @@
-"""Plots: the sweep's comparison figures, and ``yolo-act-swap plot`` for activation curves and their derivatives.
-
-    yolo-act-swap plot --acts silu,relu,mish,frelu,acon_c --out acts.png --range -4 4
+"""Plots: a sweep's comparison figures (from its table rows and the runs' ``results.csv``), and activation curves
+with their derivatives (``yolo-act-swap plot``, whose command line is ``cli/plot.py``).
 
 Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend change) and saved
 atomically as PNG.
@@ -8,15 +7,16 @@ atomically as PNG.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 from pathlib import Path
 
-from .io import atomic_path
+from .activations import create_activation, get_activation_info
+from .errors import SpecError
+from .io import atomic_path, read_results_csv
+from .spec import load_spec
+from .tables import is_finite
 
-DEFAULT_PLOT_ACTS = "silu,relu,leaky_relu:negative_slope=0.1,mish,gelu,hard_swish,frelu,acon_c"
 DPI = 110
 
 
@@ -35,10 +35,6 @@ def save_png(fig, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     return Path(path)
-
-
-def _ok(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 # ---------------------------------------------------------------------------------------------------------- sweep
@@ -62,7 +58,7 @@ def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, fl
 def plot_frontier(rows: list[dict], path: str | os.PathLike, baseline: str | None = None) -> Path | None:
     """mAP50-95 against fused batch-1 latency, one labelled point per activation, with the accuracy/speed frontier."""
     pts = [(r["latency_ms"], r["mAP50-95"], r["act"]) for r in rows
-           if _ok(r.get("latency_ms")) and _ok(r.get("mAP50-95"))]
+           if is_finite(r.get("latency_ms")) and is_finite(r.get("mAP50-95"))]
     if not pts:
         return None
     fig = _figure(7, 5)
@@ -90,18 +86,18 @@ def plot_map_bars(rows: list[dict], path: str | os.PathLike, baseline: str | Non
     fig = _figure(max(5.0, 0.8 * len(rows) + 2), 4.5)
     ax = fig.add_subplot()
     labels = [r["act"] for r in rows]
-    vals = [r["mAP50-95"] if _ok(r.get("mAP50-95")) else 0.0 for r in rows]
+    vals = [r["mAP50-95"] if is_finite(r.get("mAP50-95")) else 0.0 for r in rows]
     colors = ["black" if r["act"] == baseline else ("tab:blue" if r.get("status") == "finished" else "tab:red")
               for r in rows]
     ax.bar(range(len(rows)), vals, color=colors)
     for i, r in enumerate(rows):
-        if _ok(r.get("mAP50-95")) and r.get("status") == "finished":
+        if is_finite(r.get("mAP50-95")) and r.get("status") == "finished":
             ax.annotate(f"{r['mAP50-95']:.3f}", (i, r["mAP50-95"]), textcoords="offset points", xytext=(0, 2),
                         ha="center", va="bottom", fontsize=8)
         elif r.get("status") != "finished":
             ax.annotate(str(r.get("status")), (i, 0), textcoords="offset points", xytext=(0, 3), ha="center",
                         color="tab:red", fontsize=8, rotation=90, va="bottom")
-    base = next((r["mAP50-95"] for r in rows if r["act"] == baseline and _ok(r.get("mAP50-95"))), None)
+    base = next((r["mAP50-95"] for r in rows if r["act"] == baseline and is_finite(r.get("mAP50-95"))), None)
     if base is not None:
         ax.axhline(base, ls="--", color="black", lw=1, label=f"{baseline} baseline {base:.4f}")
         ax.legend(loc="upper right")
@@ -116,8 +112,6 @@ def plot_map_bars(rows: list[dict], path: str | os.PathLike, baseline: str | Non
 def plot_curves(curves: dict[str, str | os.PathLike], path: str | os.PathLike, baseline: str | None = None,
                 key: str = "metrics/mAP50-95(B)") -> Path | None:
     """Training curves (``key`` of each run's ultralytics ``results.csv`` against epoch), overlaid."""
-    from .sweep import read_results_csv
-
     series = {}
     for label, csv_path in curves.items():
         rows = [r for r in read_results_csv(csv_path) if key in r]
@@ -163,9 +157,6 @@ def plot_sweep(folder: str | os.PathLike, rows: list[dict], curves: dict[str, st
 # ----------------------------------------------------------------------------------------------------- activations
 def _parse_act(token: str) -> tuple[str, dict]:
     """``leaky_relu:negative_slope=0.1`` -> ``("leaky_relu", {"negative_slope": 0.1})`` (checked by the spec parser)."""
-    from .errors import SpecError
-    from .spec import load_spec
-
     act = load_spec(act=token).act
     if act is None:
         raise SpecError(f"--acts {token!r}: 'keep' is not an activation to plot; name one, e.g. --acts silu")
@@ -189,8 +180,6 @@ def activation_curve(token: str, lo: float = -4.0, hi: float = 4.0, n: int = 401
         (tuple): ``(x, y, dy, label)`` as numpy arrays and the legend label.
     """
     import torch
-
-    from .activations import create_activation, get_activation_info
 
     name, kwargs = _parse_act(token)
     info = get_activation_info(name)
@@ -231,44 +220,3 @@ def plot_activations(tokens: list[str], path: str | os.PathLike, lo: float = -4.
         ax.grid(alpha=0.3)
     ax_f.legend(fontsize=8, loc="upper left")
     return save_png(fig, path)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``yolo-act-swap plot`` argument parser."""
-    p = argparse.ArgumentParser(
-        prog="yolo-act-swap plot",
-        description="Draw activation functions and their derivatives on one figure (two panels). Channel-aware "
-        "activations (frelu, acon_c, meta_acon_c, dy_relu_*) are drawn as built fresh, marked 'at init'.",
-    )
-    p.add_argument("--acts", nargs="+", default=[DEFAULT_PLOT_ACTS],
-                   help="comma list of registered names or inline forms (leaky_relu:negative_slope=0.1)")
-    p.add_argument("--out", default="acts.png", help="output PNG (acts.png)")
-    p.add_argument("--range", nargs=2, type=float, default=(-4.0, 4.0), metavar=("LO", "HI"), help="x range (-4 4)")
-    p.add_argument("--points", type=int, default=401, help="samples along x (401)")
-    p.add_argument("--verbose", "-v", action="store_true", help="show tracebacks on errors")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``yolo-act-swap plot``: write the activation figure and print its path."""
-    from .sweep import _split_acts
-
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    lo, hi = args.range
-    if not lo < hi:
-        parser.error(f"--range {lo:g} {hi:g}: LO must be smaller than HI, e.g. --range -4 4")
-    if args.points < 2:
-        parser.error(f"--points {args.points}: need at least 2 samples, e.g. --points 401")
-    tokens = _split_acts(args.acts)
-    if not tokens:
-        parser.error("--acts is empty: name at least one activation, e.g. --acts silu,relu")
-    out = plot_activations(tokens, args.out, lo, hi, args.points)
-    print(f"wrote {out} ({len(tokens)} activations on [{lo:g}, {hi:g}])")
-    return 0
-
-
-if __name__ == "__main__":
-    from .cli import run_guarded
-
-    sys.exit(run_guarded(main, sys.argv[1:]))

@@ -20,8 +20,8 @@ from ..errors import ActSwapError
 SUBCOMMANDS = {
     "train": "yolo_act_swap.cli.train",
     "val": "yolo_act_swap.cli.val",
-    "sweep": "yolo_act_swap.sweep",
-    "plot": "yolo_act_swap.plots",
+    "sweep": "yolo_act_swap.cli.sweep",
+    "plot": "yolo_act_swap.cli.plot",
 }
 PATCH_COMMAND = "yolo_act_swap.cli.patch"  # the default command (no subcommand)
 
