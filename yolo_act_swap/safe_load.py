@@ -61,13 +61,6 @@ def is_trusted() -> bool:
     return _trust[0] or os.environ.get(TRUST_ENV, "").strip().lower() in _TRUE
 
 
-def add_trust_flag(parser) -> None:
-    """The ``--trust-checkpoint`` flag of every command that loads weights."""
-    parser.add_argument(TRUST_FLAG, action="store_true",
-                        help=f"load checkpoints that need types outside the allow-list with the full unpickler, which "
-                             f"can run code: only for files you trust (also {TRUST_ENV}=1)")  # fmt: skip
-
-
 # --- the allow-list ---------------------------------------------------------------------------------------------------
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..errors import SpecError
-from .common import Parser, add_verbose
+from ..errors import ModelError
+from .common import Parser, add_trust_checkpoint, add_verbose, check_count, check_imgsz, check_output_file
 
 DEFAULT_ACT = "frelu"
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-yaml", metavar="OUT.yaml", help="write the model YAML with its act_swap: spec")
     p.add_argument("--no-verify", action="store_true", help="skip the forward-shape verification")
     p.add_argument("--list", action="store_true", help="print the activation registry and exit")
+    add_trust_checkpoint(p)
     add_verbose(p, "show tracebacks on errors and one row per block")
     return p
 
@@ -47,18 +48,31 @@ def main(argv: list[str]) -> int:
         print(activation_table())
         return 0
 
+    check_count("--nc", args.nc, hint="the number of classes, e.g. --nc 80")
+    args.imgsz = check_imgsz("--imgsz", args.imgsz)
+    check_output_file("--save", args.save)
+    check_output_file("--save-yaml", args.save_yaml)
+    from ..safe_load import trusting
+
+    with trusting(args.trust_checkpoint):
+        return _patch(args)
+
+
+def _patch(args) -> int:
+    from ..blocks import unwrap_model
     from ..models import default_cfg, load_model
     from ..patch import patch_model
     from ..spec import load_spec, spec_file_or_error
 
-    if args.imgsz < 1:
-        raise SpecError(f"--imgsz {args.imgsz}: give a positive image size, e.g. 640")
     spec_file = spec_file_or_error(args.spec) if args.spec else None
     spec = load_spec(spec_file, act=args.act if args.act or args.spec else DEFAULT_ACT)  # fail fast, before building
     cfg = args.cfg if args.cfg or args.weights else default_cfg()
     t0 = time.perf_counter()
     model = load_model(cfg, args.weights, repo=args.repo, nc=args.nc, verbose=args.verbose)
     t_build = time.perf_counter() - t0
+    if args.save_yaml and not isinstance(getattr(unwrap_model(model), "yaml", None), dict):
+        raise ModelError(f"--save-yaml: {type(unwrap_model(model)).__name__} has no model YAML to save (it needs a "
+                         f"model built from one); drop --save-yaml or pass --cfg")  # fmt: skip
     report = patch_model(model, spec, imgsz=args.imgsz, verify=not args.no_verify, flops=True)
     source = " + ".join(str(x) for x in (args.cfg or (cfg if not args.weights else None), args.weights) if x)
     print(f"yolo-act-swap: {report.model} from {source}: {spec} [{spec.source}]; build {t_build:.2f}s, "

@@ -27,7 +27,7 @@ from ..sweep import (
     table_rows,
     write_tables,
 )
-from .common import Parser, add_verbose
+from .common import Parser, add_trust_checkpoint, add_verbose, check_count, check_imgsz
 
 RESERVED_OVERRIDES = {"project", "name", "exist_ok", "resume", "device", "save_dir", "model", "data", "epochs",
                       "batch", "imgsz", "seed", "workers"}  # set by the sweep (or by its own flags) for every run
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local subprocesses, or Ray tasks of one GPU (or CPU) each (pip install 'yolo-act-swap[ray]')")
     p.add_argument("--latency-reps", type=int, default=50, help="timed rounds of the latency measurement (50)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    add_trust_checkpoint(p)
     add_verbose(p, "tracebacks on errors, --verbose to every run")
     return p
 
@@ -117,6 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args, rest = build_parser().parse_known_args(argv)
+    check_count("--epochs", args.epochs, hint="epochs per run, e.g. --epochs 100")
+    check_count("--batch-size", args.batch_size, hint="images per batch, e.g. 16")
+    check_count("--workers", args.workers, minimum=0)
+    check_count("--latency-reps", args.latency_reps)
+    args.img_size = check_imgsz("--img-size", args.img_size)
+    from ..safe_load import trusting
+
+    with trusting(args.trust_checkpoint):
+        return _sweep(args, rest, argv)
+
+
+def _sweep(args: argparse.Namespace, rest: list[str], argv: list[str]) -> int:
     sweep = _planned_sweep(args, rest, argv)
     folder, runs = sweep.folder, sweep.runs
     todo = sweep.pending()

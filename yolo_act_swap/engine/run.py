@@ -17,6 +17,7 @@ from ..data.resolve import check_class_count, resolve_data
 from ..errors import ActSwapError
 from ..io import atomic_write_text
 from ..models import build_detection_model, default_cfg, load_model, load_model_cfg
+from ..safe_load import load_checkpoint
 from ..spec import load_spec, spec_file_or_error
 from .result import read_result
 from .trainer import ActSwapTrainer
@@ -90,18 +91,52 @@ def train(cfg=None, weights=None, data=None, act=None, spec=None, new_head=False
     return read_result(trainer.save_dir)
 
 
+def _latest_last(checkpoint) -> Path:
+    """The ``last.pt`` to resume: the given one, or (``True``) the newest under the current folder, as ultralytics
+    picks it."""
+    if checkpoint is not True:
+        return Path(checkpoint)
+    from ultralytics.utils.files import get_latest_run
+
+    last = get_latest_run(".")
+    if not last:
+        raise ActSwapError("--resume: no last.pt under the current folder; pass the run's weights/last.pt")
+    return Path(last)
+
+
+def check_resumable(checkpoint=True) -> Path:
+    """The ``last.pt`` a resume would start from, checked before ultralytics reads it: it loads without running
+    code (``safe_load``; the run's ``best.pt`` too, which the final validation loads) and still has epochs to train.
+
+    Raises:
+        ActSwapError: missing, truncated or unsafe file, or a finished run (with how to train it longer).
+    """
+    ckpt_path = _latest_last(checkpoint)
+    if not ckpt_path.is_file():
+        raise ActSwapError(f"--resume {ckpt_path}: no such checkpoint; pass the run's weights/last.pt")
+    if not zipfile.is_zipfile(ckpt_path):  # torch.save writes a zip archive; ultralytics writes last.pt in place
+        raise ActSwapError(f"--resume {ckpt_path}: the checkpoint is truncated or not a torch checkpoint (the run was "
+                           "probably killed while saving it); resume from weights/best.pt or start the run again")
+    ckpt = load_checkpoint(ckpt_path)
+    best = ckpt_path.with_name("best.pt")
+    if best.is_file() and best != ckpt_path:
+        load_checkpoint(best)
+    epoch, epochs = ckpt.get("epoch", -1), (ckpt.get("train_args") or {}).get("epochs")
+    again = f"to train longer start a new run from it: yolo-act-swap train --weights {ckpt_path} --epochs N"
+    if not isinstance(epoch, int) or epoch < 0 or ckpt.get("optimizer") is None:
+        raise ActSwapError(f"--resume {ckpt_path}: the run is finished (the checkpoint has no optimizer state), "
+                           f"nothing to resume; {again}")
+    if isinstance(epochs, int) and epoch + 1 >= epochs:
+        raise ActSwapError(f"--resume {ckpt_path}: all {epochs} epochs are trained, nothing to resume; {again}")
+    return ckpt_path
+
+
 def resume(checkpoint=True, **overrides) -> dict:
     """Resume an interrupted run from ``last.pt`` (``True``: the newest under the current folder)."""
     register_safe_globals()
-    if checkpoint is not True:
-        ckpt = Path(checkpoint)
-        if not ckpt.is_file():
-            raise ActSwapError(f"--resume {ckpt}: no such checkpoint; pass the run's weights/last.pt")
-        if not zipfile.is_zipfile(ckpt):  # torch.save writes a zip archive; ultralytics writes last.pt in place
-            raise ActSwapError(f"--resume {ckpt}: the checkpoint is truncated or not a torch checkpoint (the run was "
-                               "probably killed while saving it); resume from weights/best.pt or start the run again")
+    ckpt = check_resumable(checkpoint)
     try:
-        trainer = ActSwapTrainer(overrides={**overrides, "resume": checkpoint if checkpoint is not True else True})
+        trainer = ActSwapTrainer(overrides={**overrides, "resume": str(ckpt)})
     except FileNotFoundError as e:
         raise ActSwapError(f"--resume: {str(e).strip().splitlines()[0]}") from None
     trainer.train()
