@@ -7,6 +7,7 @@ Examples:
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -121,14 +122,57 @@ def check_resumable(checkpoint=True) -> Path:
     best = ckpt_path.with_name("best.pt")
     if best.is_file() and best != ckpt_path:
         load_checkpoint(best)
-    epoch, epochs = ckpt.get("epoch", -1), (ckpt.get("train_args") or {}).get("epochs")
-    again = f"to train longer start a new run from it: yolo-act-swap train --weights {ckpt_path} --epochs N"
-    if not isinstance(epoch, int) or epoch < 0 or ckpt.get("optimizer") is None:
-        raise ActSwapError(f"--resume {ckpt_path}: the run is finished (the checkpoint has no optimizer state), "
-                           f"nothing to resume; {again}")
-    if isinstance(epochs, int) and epoch + 1 >= epochs:
-        raise ActSwapError(f"--resume {ckpt_path}: all {epochs} epochs are trained, nothing to resume; {again}")
+    why = finished_training(ckpt)
+    if why:
+        raise ActSwapError(f"--resume {ckpt_path}: {why}, nothing to resume; to train longer start a new run from it: "
+                           f"yolo-act-swap train --weights {ckpt_path} --epochs N")
     return ckpt_path
+
+
+def finished_training(ckpt: dict) -> str | None:
+    """Why a checkpoint's training is over (no optimizer state: finished and stripped, or a ``--save``d file; or
+    every epoch trained), or None when it can be resumed."""
+    epoch, epochs = ckpt.get("epoch", -1), (ckpt.get("train_args") or {}).get("epochs")
+    if not isinstance(epoch, int) or epoch < 0 or ckpt.get("optimizer") is None:
+        return "the run is finished (the checkpoint has no optimizer state)"
+    if isinstance(epochs, int) and epoch + 1 >= epochs:
+        return f"all {epochs} epochs are trained"
+    return None
+
+
+def collect(run_dir, device=None) -> dict:
+    """The result of a run whose training ended but whose ``act_swap_result.json`` is missing (killed during the
+    final "Validating best.pt"): validate its ``best.pt`` as ultralytics' final evaluation does, write the result
+    file and return it. Nothing is trained.
+
+    Raises:
+        ActSwapError: the run has no complete ``best.pt``/``last.pt``, or its training is not over.
+    """
+    from ..io import read_results_csv
+    from .result import RESULT_FILE
+    from .validator import val
+
+    run_dir = Path(run_dir)
+    best, last = run_dir / "weights" / "best.pt", run_dir / "weights" / "last.pt"
+    ckpt = load_checkpoint(last)
+    if not finished_training(ckpt) or not best.is_file():
+        raise ActSwapError(f"{run_dir}: training is not over (or best.pt is missing); resume it instead")
+    targs = ckpt.get("train_args") or {}
+    r = val(best, data=targs.get("data"), imgsz=targs.get("imgsz"), batch=int(targs.get("batch") or 16),
+            device=device, project=str(run_dir), name="final_val", exist_ok=True)
+    rows = read_results_csv(run_dir / "results.csv")
+    train_time = float(rows[-1].get("time") or 0.0) if rows else 0.0
+    result = {
+        "status": "finished", "save_dir": str(run_dir), "best": str(best), "last": str(last),
+        "epochs": len(rows) or targs.get("epochs"), "metrics": {k: round(v, 6) for k, v in r["metrics"].items()},
+        "train_time_s": round(train_time, 3), "epoch_time_s": round(train_time / max(len(rows), 1), 3),
+        "train_images_per_s": None, "peak_mem_mb": None, "device": str(device or targs.get("device")),
+        "amp": targs.get("amp"), "batch": targs.get("batch"), "imgsz": targs.get("imgsz"),
+        "act_swap": (getattr(load_model(weights=best), "yaml", None) or {}).get("act_swap"),
+        "collected": "validated best.pt after the run was stopped during its final validation",
+    }  # fmt: skip
+    atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def resume(checkpoint=True, **overrides) -> dict:
