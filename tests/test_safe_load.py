@@ -143,3 +143,13 @@ def test_trusting_is_scoped(tmp_path, monkeypatch):
     assert not is_trusted()
     monkeypatch.setenv(TRUST_ENV, "0")
     assert not is_trusted()
+
+
+def test_loading_keeps_the_registered_safe_globals(tmp_path):
+    from yolo_act_swap.checkpoints import save_checkpoint
+    from yolo_act_swap.models import load_model
+
+    before = set(torch.serialization.get_safe_globals())
+    model = load_model("yolov8n.yaml")
+    load_checkpoint(save_checkpoint(model, tmp_path / "m.pt", cfg="yolov8n.yaml", imgsz=64))
+    assert before <= set(torch.serialization.get_safe_globals())  # ULTRALYTICS_SAFE_LOAD=1 loads still find them

@@ -176,7 +176,8 @@ def _refused_name(e: BaseException) -> str | None:
 
 
 def _weights_only_load(path: Path, entries: list, ultralytics: bool):
-    with torch.serialization.safe_globals(entries):
+    registered = set(torch.serialization.get_safe_globals())  # kept as they are: safe_globals() removes its own on exit
+    with torch.serialization.safe_globals([e for e in entries if e not in registered]):
         if ultralytics and path.suffix == ".pt":
             from ultralytics.nn.tasks import torch_safe_load
 
