@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from yolo_act_swap.cli import main
-from yolo_act_swap.safe_load import TRUST_ENV, UnsafeCheckpoint, load_checkpoint, needed_globals
+from yolo_act_swap.safe_load import (
+    TRUST_ENV,
+    UnsafeCheckpoint,
+    load_checkpoint,
+    needed_globals,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,7 +6,14 @@ import argparse
 import time
 
 from ..errors import ModelError
-from .common import Parser, add_trust_checkpoint, add_verbose, check_count, check_imgsz, check_output_file
+from .common import (
+    Parser,
+    add_trust_checkpoint,
+    add_verbose,
+    check_count,
+    check_imgsz,
+    check_output_file,
+)
 
 DEFAULT_ACT = "frelu"
 

@@ -9,8 +9,16 @@ from pathlib import Path
 from ..data import is_demo
 from ..errors import ModelError
 from ..models import default_cfg
-from .common import (Parser, add_overrides, add_run_folder, add_trust_checkpoint, add_verbose, check_count, check_imgsz,
-                     parse_overrides)
+from .common import (
+    Parser,
+    add_overrides,
+    add_run_folder,
+    add_trust_checkpoint,
+    add_verbose,
+    check_count,
+    check_imgsz,
+    parse_overrides,
+)
 
 # Ultralytics train args that have a flag of their own: key -> flag (``key=value`` is refused for them).
 TRAIN_FLAGS = {"model": "--cfg", "pretrained": "--weights", "data": "--data", "epochs": "--epochs",

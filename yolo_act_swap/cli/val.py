@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (Parser, add_overrides, add_run_folder, add_trust_checkpoint, add_verbose, check_count, check_imgsz,
-                     parse_overrides)
+from .common import (
+    Parser,
+    add_overrides,
+    add_run_folder,
+    add_trust_checkpoint,
+    add_verbose,
+    check_count,
+    check_imgsz,
+    parse_overrides,
+)
 
 # Ultralytics val args that have a flag of their own: key -> flag (``key=value`` is refused for them).
 VAL_FLAGS = {"model": "--weights", "data": "--data", "imgsz": "--img-size", "batch": "--batch-size",
@@ -38,7 +46,6 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     """``yolo-act-swap val`` / ``python -m yolo_act_swap val`` / ``scripts/val.py``."""
     from ..engine.validator import metrics_table, val
-
     from ..safe_load import trusting
 
     args = build_parser().parse_args(argv)
