@@ -126,7 +126,7 @@ def test_list():
     [
         (["--cfg", "yolov9000.yaml"], "model config 'yolov9000.yaml' not found: looked for a file, in configs/models"),
         (["--spec", "no-such-spec"], "spec file 'no-such-spec' not found .*backbone-frelu-head-silu"),
-        (["--imgsz", "0"], "--imgsz 0: give a positive image size"),
+        (["--imgsz", "0"], "--imgsz 0: too small, the models need at least 32 pixels"),
         (["--weights", "missing.pt"], "--weights missing.pt: file not found"),
         (["--cfg", "yolov8n.pt"], "--cfg yolov8n.pt is a checkpoint; pass it with --weights"),
         (["--repo", "."], "--repo .: not a YOLOv5/YOLOv7 checkout"),

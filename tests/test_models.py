@@ -10,53 +10,6 @@ from yolo_act_swap.errors import ModelError
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-FAKE_YOLO = '''
-import torch.nn as nn
-import yaml
-
-
-class Conv(nn.Module):
-    def __init__(self, c1, c2):
-        super().__init__()
-        self.conv, self.bn, self.act = nn.Conv2d(c1, c2, 3, 1, 1, bias=False), nn.BatchNorm2d(c2), nn.SiLU()
-
-    def forward(self, x):
-        return self.act(self.bn(self.conv(x)))
-
-
-class Model(nn.Module):
-    """Stands in for upstream models.yolo.Model: built from a YAML path, layers in self.model."""
-
-    def __init__(self, cfg, ch=3, nc=None, anchors=None):
-        super().__init__()
-        self.yaml = yaml.safe_load(open(cfg))
-        self.yaml_file = cfg
-        widths = [ch] + [row[3][0] for row in self.yaml["backbone"] + self.yaml["head"]]
-        self.model = nn.Sequential(*(Conv(a, b) for a, b in zip(widths, widths[1:])))
-
-    def forward(self, x):
-        return self.model(x)
-'''
-
-
-@pytest.fixture
-def fake_upstream(tmp_path):
-    """A minimal upstream-shaped checkout (models/yolo.py + models/common.py), removed from sys.modules afterwards."""
-    repo = tmp_path / "yolov5"
-    (repo / "models").mkdir(parents=True)
-    (repo / "models" / "__init__.py").write_text("")
-    (repo / "models" / "common.py").write_text("")
-    (repo / "models" / "yolo.py").write_text(FAKE_YOLO)
-    (repo / "models" / "tiny.yaml").write_text(
-        "nc: 2\nanchors: [[10, 13]]\nbackbone:\n  [[-1, 1, Conv, [8]], [-1, 1, Conv, [16]]]\nhead:\n  [[-1, 1, Conv, [4]]]\n"
-    )
-    yield repo
-    for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
-        del sys.modules[name]
-    while str(repo.resolve()) in sys.path:
-        sys.path.remove(str(repo.resolve()))
-
-
 def test_cfg_names_paths_and_dicts(tmp_path):
     from yolo_act_swap.models import builtin_models, default_cfg, load_model, read_model_yaml
     from yolo_act_swap.nn.tasks import ActSwapDetectionModel

@@ -250,8 +250,8 @@ def test_injected_failures_roll_back_bit_identically(models, injected):
     assert all(not m.training for m in model.modules())
     with pytest.raises(
         PatchError,
-        match=r"non-finite values \(NaN/Inf\) in a real train forward at 32x32, first at "
-        r"the activation of model\.0",
+        match=r"non-finite values \(NaN/Inf\) in a real train forward at batch 2, 32x32, first at "
+        r"the activation of model\.0 \(Conv, test_nan_in_train\)",
     ):
         patch_model(model, {"act": "frelu", "rules": [{"layers": 0, "act": "test_nan_in_train"}]}, imgsz=IMGSZ)
     assert_identical(model, snap)
@@ -260,6 +260,57 @@ def test_injected_failures_roll_back_bit_identically(models, injected):
         s2 = (repr(seq), {k: v.clone() for k, v in seq.state_dict().items()})
         patch_model(seq, "test_train_crop", imgsz=IMGSZ)
     assert repr(seq) == s2[0] and all(torch.equal(v, s2[1][k]) for k, v in seq.state_dict().items())
+
+
+class _PooledBN(nn.Module):
+    """A coefficient net with BatchNorm1d over pooled features: fine at batch 2, fails at batch 1 in training mode
+    (ultralytics' last train batch can be 1)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(c)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.bn(x.mean((2, 3))))[..., None, None]
+
+
+class _FailsOnRealTrain(nn.Module):
+    """Passes every shape check (meta), raises a RuntimeError in a real training forward."""
+
+    def forward(self, x):
+        if self.training and x.device.type != "meta":
+            raise RuntimeError("value cannot be converted to type float without overflow")
+        return x
+
+
+def test_runtime_failures_are_patch_errors_naming_block_and_activation(models, injected):
+    injected("test_pooled_bn", lambda channels: _PooledBN(channels))
+    injected("test_fails_on_real_train", lambda channels: _FailsOnRealTrain())
+    model = copy.deepcopy(models["yolov8n.yaml"])
+    snap = snapshot(model)
+    spec = {"act": "frelu", "rules": [{"layers": 2, "act": "test_pooled_bn"}]}
+    with pytest.raises(PatchError, match=r"a real train forward at batch 1, 64x64 fails at model\.2\.cv1 \(Conv, "
+                                         r"test_pooled_bn\): ValueError: Expected more than 1 value per channel"):
+        patch_model(model, spec, imgsz=IMGSZ)
+    assert_identical(model, snap)
+    patch_model(copy.deepcopy(model), spec, imgsz=IMGSZ, verify=False)  # unverified, it would have been accepted
+    spec = {"act": "relu", "rules": [{"layers": 4, "act": "test_fails_on_real_train"}]}
+    with pytest.raises(PatchError, match=r"^a real train forward at batch 2, 32x32 fails at model\.4\.cv1 \(Conv, "
+                                         r"test_fails_on_real_train\): RuntimeError: value cannot be converted"):
+        patch_model(model, spec, imgsz=IMGSZ)
+    assert_identical(model, snap)
+
+
+def test_failed_patch_restores_the_global_rng(models, injected):
+    injected("test_nan_in_train", lambda channels: _NaNInTrain())
+    model = copy.deepcopy(models["yolov8n.yaml"])
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    with pytest.raises(PatchError):  # frelu's conv init draws from the global RNG before the last layer fails
+        patch_model(model, {"act": "frelu", "rules": [{"layers": -1, "act": "test_nan_in_train"}]}, imgsz=IMGSZ)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    patch_model(model, "frelu", imgsz=IMGSZ, verify=False)  # a successful patch does draw from it
+    assert not torch.equal(torch.random.get_rng_state(), state)
 
 
 def test_rollback_on_keyboard_interrupt(models, injected):

@@ -220,7 +220,8 @@ def test_prepare_decides_skip_resume_or_restart(tmp_path):
     for d in (done, killed, early, failed, torn):
         (d / "weights").mkdir(parents=True)
     folder.write_json(done / "act_swap_result.json", {"status": "finished"})  # trained; record not yet written
-    torch.save({"epoch": 3, "model": torch.nn.Linear(2, 2)}, killed / "weights" / "last.pt")  # killed after epoch 4
+    torch.save({"epoch": 3, "model": torch.nn.Linear(2, 2), "optimizer": {"state": {}, "param_groups": []},
+                "train_args": {"epochs": 6}}, killed / "weights" / "last.pt")  # killed after epoch 4 of 6
     blob = (killed / "weights" / "last.pt").read_bytes()
     (torn / "weights" / "last.pt").write_bytes(blob[: len(blob) // 2])  # killed while ultralytics wrote last.pt
     folder.write_json(folder.record_path("gelu"), {"status": "failed"})  # --retry-failed
@@ -374,6 +375,44 @@ def killed_sweep(tmp_path_factory):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     return SimpleNamespace(folder=folder, before=before, orphans=orphans, resumed=resumed, again=again,
                            md_after_resume=md_after_resume, logs_after_resume=logs_after_resume)
+
+
+@pytest.mark.slow
+def test_sweep_killed_during_the_final_validation_collects_the_run(tmp_path):
+    """SIGKILL while a run validates its best.pt (its last epoch saved, its result not yet written): the next start
+    validates that best.pt and records the run, without training it again."""
+    folder = tmp_path / "s"
+    cmd = [sys.executable, "-m", "yolo_act_swap.sweep", "--acts", "relu", "--project", str(tmp_path), "--name", "s",
+           "--epochs", "1", "--device", "cpu", *TINY]
+    run_dir, log = folder / "runs" / "relu", folder / "logs" / "relu.log"
+    with open(tmp_path / "first.log", "wb") as out:
+        env = dict(os.environ, YOLO_VERBOSE="true")  # ultralytics logs "Validating .../best.pt..."
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 400
+        while not (log.exists() and "Validating " in log.read_text(errors="replace")):
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"no final validation seen:\n{(tmp_path / 'first.log').read_text()[-3000:]}")
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    t = time.time()
+    while _procs_mentioning(str(run_dir)) and time.time() - t < 20:  # the training gets SIGTERM with its parent
+        time.sleep(0.2)
+    assert not (run_dir / "act_swap_result.json").exists(), "killed too late: the result was already written"
+    assert not (folder / "records" / "relu.json").exists()
+    epochs = read_results_csv(run_dir / "results.csv")
+    resumed = subprocess.run([sys.executable, "-m", "yolo_act_swap", "sweep", "--resume", str(folder), "--device", "cpu",
+                              "--workers", "0", "--latency-reps", "5"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "relu: training is over but its result is missing; validating its best.pt" in resumed.stdout
+    assert _commands(log) == 1, "the run was trained again"
+    assert read_results_csv(run_dir / "results.csv") == epochs
+    rec = json.loads((folder / "records" / "relu.json").read_text())
+    assert rec["status"] == "finished" and rec["error"] is None and rec["epochs_done"] == 1
+    assert set(rec["metrics"]) == {"precision", "recall", "mAP50", "mAP50-95"} and rec["params"]
+    result = json.loads((run_dir / "act_swap_result.json").read_text())
+    assert result["collected"] and result["act_swap"] == {"act": "relu"}
 
 
 @pytest.mark.slow

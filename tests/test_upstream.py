@@ -251,6 +251,19 @@ def test_patched_checkpoint_reload(upstream, family, model, act):
     assert rl["differ_after_reload_line"] == [], f"not restored: {rl['differ_after_reload_line'][:5]}"
 
 
+@pytest.mark.parametrize("family", list(MODELS))
+def test_upstream_checkpoints_load_without_running_code(upstream, family):
+    """train.py-layout checkpoints written with upstream's code (last.pt with EMA, optimizer, numpy best_fitness and
+    vars(opt); a stripped best.pt) load with the weights_only allow-list and --repo; a payload inside is refused."""
+    r = upstream.result(family)["safe_load"]
+    for name in ("last.pt", "best.pt"):
+        assert r[name].get("equal_to_ema") is True, r[name]
+        assert any(n.endswith("models.yolo.Model") or n.endswith("models.yolo.DetectionModel") for n in r[name]["needs"])
+        assert any(n.startswith("numpy") for n in r[name]["needs"]), r[name]["needs"]
+    assert "refused to load: it needs io.open" in r["payload.pt"]["refused"]
+    assert r["payload.pt"]["marker"] is False
+
+
 @pytest.mark.parametrize("family,train_py", [(f, t) for f, ts in TRAIN_PY.items() for t in ts])
 def test_train_py_anchor_lines(family, train_py):
     """The README's insertion points exist exactly once in the installed upstream train.py, in this order."""

@@ -24,6 +24,9 @@ from .io import atomic_torch_save, atomic_write_text
 # Packages (and modules) whose nn.Module classes can end up inside a checkpoint.
 _CLASS_PACKAGES = ("yolo_act_swap.activations", "yolo_act_swap.nn", "yolo_act_swap.blend")
 
+# Classes that moved: (module they now live in, the module older checkpoints name).
+_MOVED = (("yolo_act_swap.nn.yolov7_modules", "yolo_act_swap.nn.yolov7"),)
+
 _registered: set = set()
 
 
@@ -52,6 +55,17 @@ def package_classes() -> list[type]:
     return [c for c in dict.fromkeys(classes) if not c.__module__.startswith("torch.")]
 
 
+def package_aliases() -> list[tuple[type, str]]:
+    """``(class, "old.module.Name")`` allow-list entries for the package classes that moved module, so that
+    checkpoints written before the move load (e.g. ``yolo_act_swap.nn.yolov7.RepConv``)."""
+    out = []
+    for new, old in _MOVED:
+        for cls in package_classes():
+            if cls.__module__ == new:
+                out.append((cls, f"{old}.{cls.__qualname__}"))
+    return out
+
+
 def register_safe_globals(*extra: type) -> list[type]:
     """Add the package's classes (and ``extra`` ones) to torch's ``weights_only`` allow-list; idempotent.
 
@@ -59,11 +73,11 @@ def register_safe_globals(*extra: type) -> list[type]:
         *extra (type): more classes to allow, e.g. a custom activation class used in a checkpoint.
 
     Returns:
-        (list[type]): the classes newly registered by this call.
+        (list): the entries (classes, and ``(class, old name)`` aliases) newly registered by this call.
     """
     if not hasattr(torch.serialization, "add_safe_globals"):  # torch < 2.4: no restricted loading to prepare for
         return []
-    new = [c for c in [*package_classes(), *extra] if c not in _registered]
+    new = [c for c in [*package_classes(), *package_aliases(), *extra] if c not in _registered]
     if new:
         torch.serialization.add_safe_globals(new)
         _registered.update(new)

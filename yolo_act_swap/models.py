@@ -32,6 +32,7 @@ import torch.nn as nn
 from .errors import ModelError, warn
 from .io import YAML_SUFFIXES, configs_dir, find_config, quiet, read_yaml
 from .patch import stale_record
+from .safe_load import UpstreamCheckpoint, load_checkpoint, model_from_checkpoint
 
 DEFAULT_CFG = "yolov7-tiny.yaml"  # upstream YOLOv7's small model, when the package ships its config
 FALLBACK_CFG = "yolov8n.yaml"
@@ -252,33 +253,20 @@ def build_upstream_model(cfg: str | Path | dict, repo: Path, nc: int | None = No
 
 
 def _load_upstream_checkpoint(weights: Path, repo: Path) -> nn.Module:
-    import torch
-
+    """An upstream checkpoint's model, unpickled with the checkout's classes on the allow-list (``safe_load``)."""
     with import_upstream(repo):  # the pickle names models.yolo.Model & co
-        try:
-            ckpt = torch.load(weights, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise ModelError(f"cannot load upstream checkpoint {weights}: {type(e).__name__}: {e}") from None
-    model = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else ckpt
+        ckpt = load_checkpoint(weights, upstream_root=repo)
+    model = ckpt.get("ema") or ckpt.get("model")
     if not isinstance(model, nn.Module):
-        raise ModelError(f"{weights}: no model in this checkpoint (keys: {list(ckpt)[:8]})")
+        raise ModelError(f"{weights}: no model in this checkpoint (keys: {', '.join(map(str, list(ckpt)[:8]))})")
     return model.float()
 
 
 def _load_ultralytics_checkpoint(weights: Path) -> nn.Module:
-    try:
-        from ultralytics.nn.tasks import load_checkpoint
-    except ImportError:  # ultralytics < 8.4
-        from ultralytics.nn.tasks import attempt_load_one_weight as load_checkpoint
-    try:
-        with quiet():
-            model, _ = load_checkpoint(str(weights))
-    except (TypeError, ModuleNotFoundError) as e:
-        if "YOLOv5" in str(e) or getattr(e, "name", "") in ("models", "models.yolo", "models.common"):
-            raise ModelError(
-                f"{weights} is an upstream YOLOv5/YOLOv7 checkpoint: pass --repo PATH (its checkout) to load it"
-            ) from None
-        raise ModelError(f"cannot load checkpoint {weights}: {' '.join(str(e).split())}") from None
+    """An ultralytics (or yolo-act-swap) checkpoint's model, loaded without running code (``safe_load``)."""
+    with quiet():
+        ckpt = load_checkpoint(weights)
+    model = model_from_checkpoint(ckpt, weights)
     if stale_record(model):
         warn(
             f"{weights}: its model YAML says act_swap: {str(model.yaml['act_swap'])[:80]} but the model has its "
@@ -339,7 +327,7 @@ def load_model(
         else:
             try:
                 loaded = _load_ultralytics_checkpoint(wpath)
-            except ModelError:
+            except UpstreamCheckpoint:
                 if upstream is None:
                     raise
                 loaded = _load_upstream_checkpoint(wpath, upstream)  # the checkout in the current directory

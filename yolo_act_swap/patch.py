@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from .activations.registry import get_activation_info, is_activation_module
@@ -181,8 +182,9 @@ def _trace_before(root: nn.Module, sites: list[Site], imgsz, batch: int, verify:
 
 
 class _Undo:
-    """What a patch changed, put back exactly when the ``with`` block fails: the swapped modules, the YAML record and
-    the class. Any exception (KeyboardInterrupt too) rolls back and propagates."""
+    """What a patch changed, put back exactly when the ``with`` block fails: the swapped modules, the YAML record,
+    the class and the global torch RNG state (building activations draws from it: FReLU's conv init). Any exception
+    (KeyboardInterrupt too) rolls back and propagates."""
 
     def __init__(self, root: nn.Module):
         self.root, self.cls = root, type(root)
@@ -190,6 +192,8 @@ class _Undo:
         self.prev_yaml, self.recorded = _MISSING, False
         y = getattr(root, "yaml", None)
         self.prev_blend = y.get(BLEND_KEY, _MISSING) if isinstance(y, dict) else _MISSING
+        self.rng = torch.random.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
 
     def swap(self, owner: nn.Module, attr: str, new: nn.Module) -> nn.Module:
         old = owner._modules[attr]
@@ -224,6 +228,9 @@ class _Undo:
             if self.prev_blend is not _MISSING:
                 y[BLEND_KEY] = self.prev_blend
         self.root.__class__ = self.cls
+        torch.random.set_rng_state(self.rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
         return False
 
 
@@ -301,16 +308,17 @@ def patch_model(
     """
     t0 = time.perf_counter()
     root = unwrap_model(model)
-    specs = as_specs(spec, act)
-    blocks, decisions = _select(root, specs)
-    chosen = [(b, a) for b, a in zip(blocks, decisions) if a is not None]
-    flops = verify if flops is None else flops
-    sites = [b.site for b, a in zip(blocks, decisions) if b.kind == "block" or a is not None]
-    need = verify or any(b.kind == "bare" for b, _ in chosen)
-    before = _trace_before(root, sites, imgsz, batch, verify, flops, need)
-    report = PatchReport(n_blocks=sum(b.kind == "block" for b in blocks), n_bare=sum(b.kind == "bare" for b in blocks),
-                         params_before=n_params(root), imgsz=imgsz, spec=specs)  # fmt: skip
-    with _Undo(root) as undo:
+    with _Undo(root) as undo:  # from the start: the RNG state too is put back on any failure
+        specs = as_specs(spec, act)
+        blocks, decisions = _select(root, specs)
+        chosen = [(b, a) for b, a in zip(blocks, decisions) if a is not None]
+        flops = verify if flops is None else flops
+        sites = [b.site for b, a in zip(blocks, decisions) if b.kind == "block" or a is not None]
+        need = verify or any(b.kind == "bare" for b, _ in chosen)
+        before = _trace_before(root, sites, imgsz, batch, verify, flops, need)
+        report = PatchReport(n_blocks=sum(b.kind == "block" for b in blocks),
+                             n_bare=sum(b.kind == "bare" for b in blocks), params_before=n_params(root), imgsz=imgsz,
+                             spec=specs)  # fmt: skip
         ctx = {"inputs": before.inputs, "bn": first_bn(root), "batch": batch, "cache": {}, "blend": blend}
         report.blocks = [_swap(root, b, a, ctx, undo) for b, a in chosen]
         undo.record(specs, blend=blend)

@@ -397,6 +397,56 @@ def train_step(up, model: nn.Module, optimizer, x: torch.Tensor, aps: dict) -> d
     }
 
 
+class _Payload:
+    """A pickle payload: loading it with the full unpickler creates the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def check_safe_load(up, cfg, act: str, imgsz: int, folder: Path) -> dict:
+    """Checkpoints in train.py's layout, written with upstream's own code (a train step, ``ModelEMA``, numpy
+    ``best_fitness``, optimizer state, ``vars(opt)``; ``best.pt`` stripped as ``strip_optimizer`` does) and loaded by
+    ``yolo_act_swap.load_model(weights=..., repo=checkout)`` without opt-in; plus the same file with a payload."""
+    import argparse as _argparse
+    from datetime import datetime
+
+    import numpy as np
+
+    from yolo_act_swap.models import load_model
+    from yolo_act_swap.safe_load import UnsafeCheckpoint, needed_globals
+
+    model = build(up, cfg)
+    patch_model(model, act, imgsz=imgsz)
+    optimizer = up.optimizer(model)
+    ema = up.ModelEMA(model)
+    train_step(up, model, optimizer, torch.rand(2, 3, imgsz, imgsz), {})
+    ema.update(model)
+    fi = np.array([0.1, 0.2, 0.3, 0.4]).reshape(1, -1) @ np.array([0.0, 0.0, 0.1, 0.9])  # train.py's fitness: ndarray
+    opt = _argparse.Namespace(weights="", cfg=str(cfg), hyp=up.hyp, epochs=3, img_size=[imgsz, imgsz], device="cpu")
+    ckpt = {"epoch": 0, "best_fitness": fi, "model": copy.deepcopy(model).half(), "ema": copy.deepcopy(ema.ema).half(),
+            "updates": ema.updates, "optimizer": optimizer.state_dict(), "opt": vars(opt),
+            "date": datetime.now().isoformat(), "git": {"remote": None, "branch": None, "commit": None}}
+    best = dict(ckpt, model=ckpt["ema"], ema=None, updates=None, optimizer=None, epoch=-1)  # strip_optimizer
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, c in (("last.pt", ckpt), ("best.pt", best), ("payload.pt", dict(ckpt, extra=_Payload(folder / "M")))):
+        torch.save(c, folder / name)
+        r = out[name] = {"needs": sorted(needed_globals(folder / name))}
+        try:
+            loaded = load_model(weights=folder / name, repo=up.root)
+            sd, ref = loaded.state_dict(), ckpt["ema"].float().state_dict()
+            r["class"] = type(loaded).__name__
+            r["equal_to_ema"] = list(sd) == list(ref) and all(torch.equal(sd[k], ref[k]) for k in ref)
+        except UnsafeCheckpoint as e:
+            r["refused"] = str(e)
+        r["marker"] = (folder / "M").exists()
+    return out
+
+
 def main(argv=None) -> int:
     """Parse arguments, run the checks for one upstream family, write JSON to --out (or print it)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -423,6 +473,8 @@ def main(argv=None) -> int:
         reload = tuple(a for m, _, a in (x.partition(":") for x in args.reload.split(",")) if m == name)
         out["models"][name] = check_model(up, name, cfgs[name], only.split("+") if only else acts, args.imgsz, reload)
         out["models"][name]["total_s"] = round(time.perf_counter() - t1, 2)
+    for name, act in (x.partition(":")[::2] for x in args.reload.split(",") if x):
+        out["safe_load"] = check_safe_load(up, cfgs[name], act, args.imgsz, Path(args.out or ".").parent / "ckpt")
     out["total_s"] = round(time.perf_counter() - t0, 2)
     text = json.dumps(out, indent=1)
     if args.out:

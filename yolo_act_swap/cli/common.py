@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import sys
+from pathlib import Path
 
 import yaml
 
@@ -25,6 +27,52 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+MIN_IMGSZ = 32  # the largest stride of the detectors here: a smaller image has no cell in the coarsest head level
+
+
+def check_count(flag: str, value: int | None, minimum: int = 1, hint: str = "") -> None:
+    """``value`` (when given) is at least ``minimum``, else a one-line ``UsageError``."""
+    if value is not None and value < minimum:
+        raise UsageError(f"{flag} {value}: must be at least {minimum}{'; ' + hint if hint else ''}")
+
+
+def check_imgsz(flag: str, value: int | None, stride: int = MIN_IMGSZ) -> int | None:
+    """An image size: at least ``stride`` (else ``UsageError``); one notice line on stderr when it will be rounded
+    up to a multiple of the stride, as the models need."""
+    if value is None:
+        return None
+    if value < stride:
+        raise UsageError(f"{flag} {value}: too small, the models need at least {stride} pixels (a multiple of "
+                         f"{stride}, e.g. 640)")
+    if value % stride:
+        up = -(-value // stride) * stride
+        print(f"yolo-act-swap: note: {flag} {value} is not a multiple of the stride {stride}: using {up}",
+              file=sys.stderr)
+        return up
+    return value
+
+
+def check_output_file(flag: str, path: str | None) -> None:
+    """``path`` (when given) can be written as a file: not a folder, and its folder exists (checked before any work,
+    so that a mistake ends in one line and nothing is half-written)."""
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; give a file name, e.g. {Path(path) / 'out'}")
+    if not p.parent.is_dir():
+        raise UsageError(f"{flag} {path}: folder {p.parent} does not exist; create it first or pick another path")
+
+
+def add_trust_checkpoint(p: argparse.ArgumentParser) -> None:
+    """``--trust-checkpoint``, on every command that loads weights (``safe_load.trusting``)."""
+    from ..safe_load import TRUST_ENV, TRUST_FLAG
+
+    p.add_argument(TRUST_FLAG, action="store_true",
+                   help=f"load checkpoints that need types outside the allow-list with the full unpickler, which can "
+                        f"run code: only for files you trust (also {TRUST_ENV}=1)")  # fmt: skip
 
 
 def add_verbose(p: argparse.ArgumentParser, what: str = "show tracebacks on errors") -> None:

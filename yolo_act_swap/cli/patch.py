@@ -7,8 +7,17 @@ import time
 
 from collections import Counter
 
-from ..errors import SpecError
-from .common import NO_SWAP_HELP, Parser, add_verbose, load_record
+from ..errors import ModelError
+from .common import (
+    NO_SWAP_HELP,
+    Parser,
+    add_trust_checkpoint,
+    add_verbose,
+    check_count,
+    check_imgsz,
+    check_output_file,
+    load_record,
+)
 
 
 
@@ -35,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-yaml", metavar="OUT.yaml", help="write the model YAML with its act_swap: spec")
     p.add_argument("--no-verify", action="store_true", help="skip the forward-shape verification")
     p.add_argument("--list", action="store_true", help="print the activation registry and exit")
+    add_trust_checkpoint(p)
     add_verbose(p, "show tracebacks on errors and one row per block")
     return p
 
@@ -48,12 +58,22 @@ def main(argv: list[str]) -> int:
         print(activation_table())
         return 0
 
+    check_count("--nc", args.nc, hint="the number of classes, e.g. --nc 80")
+    args.imgsz = check_imgsz("--imgsz", args.imgsz)
+    check_output_file("--save", args.save)
+    check_output_file("--save-yaml", args.save_yaml)
+    from ..safe_load import trusting
+
+    with trusting(args.trust_checkpoint):
+        return _patch(args)
+
+
+def _patch(args) -> int:
+    from ..blocks import unwrap_model
     from ..models import default_cfg, load_model
     from ..patch import patch_model
     from ..spec import load_spec, spec_file_or_error
 
-    if args.imgsz < 1:
-        raise SpecError(f"--imgsz {args.imgsz}: give a positive image size, e.g. 640")
     swap = args.act is not None or args.spec is not None
     spec_file = spec_file_or_error(args.spec) if args.spec else None
     spec = load_spec(spec_file, act=args.act) if swap else None  # fail fast, before building
@@ -61,6 +81,9 @@ def main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     model = load_model(cfg, args.weights, repo=args.repo, nc=args.nc, verbose=args.verbose)
     t_build = time.perf_counter() - t0
+    if args.save_yaml and not isinstance(getattr(unwrap_model(model), "yaml", None), dict):
+        raise ModelError(f"--save-yaml: {type(unwrap_model(model)).__name__} has no model YAML to save (it needs a "
+                         f"model built from one); drop --save-yaml or pass --cfg")  # fmt: skip
     source = " + ".join(str(x) for x in (args.cfg or (cfg if not args.weights else None), args.weights) if x)
     if swap:
         report = patch_model(model, spec, imgsz=args.imgsz, verify=not args.no_verify, flops=True)

@@ -37,7 +37,7 @@ from ..sweep import (
     with_seeds,
     write_tables,
 )
-from .common import Parser, add_verbose
+from .common import Parser, add_trust_checkpoint, add_verbose, check_count, check_imgsz
 
 RESERVED_OVERRIDES = {"project", "name", "exist_ok", "resume", "device", "save_dir", "model", "data", "epochs",
                       "batch", "imgsz", "seed", "workers"}  # set by the sweep (or by its own flags) for every run
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add ONNX Runtime and OpenVINO latency and INT8 (OpenVINO NNCF) mAP50-95 + drop columns and "
                         "int8_frontier.png (pip install 'yolo-act-swap[deploy]')")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    add_trust_checkpoint(p)
     add_verbose(p, "tracebacks on errors, --verbose to every run")
     return p
 
@@ -182,7 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args, rest = build_parser().parse_known_args(argv)
+    check_count("--epochs", args.epochs, hint="epochs per run, e.g. --epochs 100")
+    check_count("--batch-size", args.batch_size, hint="images per batch, e.g. 16")
+    check_count("--workers", args.workers, minimum=0)
+    check_count("--latency-reps", args.latency_reps)
+    args.img_size = check_imgsz("--img-size", args.img_size)
     require_scipy()  # before any training: the table at the end needs it
+    from ..safe_load import trusting
+
+    with trusting(args.trust_checkpoint):
+        return _sweep(args, rest, argv)
+
+
+def _sweep(args: argparse.Namespace, rest: list[str], argv: list[str]) -> int:
     sweep = _planned_sweep(args, rest, argv)
     folder, runs = sweep.folder, sweep.runs
     todo = sweep.pending()

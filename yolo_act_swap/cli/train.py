@@ -9,7 +9,18 @@ from pathlib import Path
 from ..data import is_demo
 from ..errors import ModelError
 from ..models import default_cfg
-from .common import NO_SWAP_HELP, Parser, load_record, add_overrides, add_run_folder, add_verbose, parse_overrides
+from .common import (
+    NO_SWAP_HELP,
+    Parser,
+    add_overrides,
+    add_run_folder,
+    add_trust_checkpoint,
+    add_verbose,
+    check_count,
+    check_imgsz,
+    load_record,
+    parse_overrides,
+)
 
 # Ultralytics train args that have a flag of their own: key -> flag (``key=value`` is refused for them).
 TRAIN_FLAGS = {"model": "--cfg", "pretrained": "--weights", "data": "--data", "epochs": "--epochs",
@@ -46,9 +57,19 @@ def build_parser() -> Parser:
     p.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
                    help="after the abrupt swap of --weights to --act, refresh BatchNorm statistics from N training "
                    "batches (no gradients) before training")
+    add_trust_checkpoint(p)
     add_verbose(p)
     add_overrides(p, "other ultralytics train args")
     return p
+
+
+def check_args(args) -> None:
+    """The numbers a run needs, checked before anything is built or written (one line each)."""
+    check_count("--epochs", args.epochs, hint="the number of epochs to train, e.g. --epochs 100")
+    if args.batch_size != -1:
+        check_count("--batch-size", args.batch_size, hint="the images per batch, e.g. 16 (-1: ultralytics' AutoBatch)")
+    check_count("--workers", args.workers, minimum=0)
+    args.img_size = check_imgsz("--img-size", args.img_size)
 
 
 def _resume(args, extra: dict) -> dict:
@@ -67,9 +88,9 @@ def _train(args, extra: dict) -> dict:
 
     demo = is_demo(args.data)
     over = {
-        "epochs": args.epochs or (30 if demo else 300),
-        "batch": args.batch_size or 16,
-        "imgsz": args.img_size or (160 if demo else 640),
+        "epochs": args.epochs if args.epochs is not None else (30 if demo else 300),
+        "batch": args.batch_size if args.batch_size is not None else 16,
+        "imgsz": args.img_size if args.img_size is not None else (160 if demo else 640),
         "project": str(Path(args.project).resolve()),
         "name": args.name,
         "exist_ok": args.exist_ok,
@@ -85,8 +106,12 @@ def _train(args, extra: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """``yolo-act-swap train`` / ``python -m yolo_act_swap train`` / ``scripts/train.py``."""
     args = build_parser().parse_args(argv)
+    check_args(args)
     extra = parse_overrides(args.overrides, TRAIN_FLAGS)
-    result = _resume(args, extra) if args.resume else _train(args, extra)
+    from ..safe_load import trusting
+
+    with trusting(args.trust_checkpoint):
+        result = _resume(args, extra) if args.resume else _train(args, extra)
     if result.get("status") == "finished":
         m = result["metrics"]
         act = f"act_swap {load_record(result['act_swap'])}" if result.get("act_swap") else "no swap (own activations)"

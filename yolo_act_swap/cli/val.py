@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import Parser, add_overrides, add_run_folder, add_verbose, parse_overrides
+from .common import (
+    Parser,
+    add_overrides,
+    add_run_folder,
+    add_trust_checkpoint,
+    add_verbose,
+    check_count,
+    check_imgsz,
+    parse_overrides,
+)
 
 # Ultralytics val args that have a flag of their own: key -> flag (``key=value`` is refused for them).
 VAL_FLAGS = {"model": "--weights", "data": "--data", "imgsz": "--img-size", "batch": "--batch-size",
@@ -28,6 +37,7 @@ def build_parser() -> Parser:
     p.add_argument("--task", default="val", choices=("train", "val", "test"), help="dataset split to validate")
     p.add_argument("--save-json", action="store_true", help="save COCO-format predictions and report official COCO mAP")
     add_run_folder(p, "runs/val")
+    add_trust_checkpoint(p)
     add_verbose(p)
     add_overrides(p, "other ultralytics val args")
     return p
@@ -36,12 +46,16 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     """``yolo-act-swap val`` / ``python -m yolo_act_swap val`` / ``scripts/val.py``."""
     from ..engine.validator import metrics_table, val
+    from ..safe_load import trusting
 
     args = build_parser().parse_args(argv)
+    check_count("--batch-size", args.batch_size, hint="the images per batch, e.g. 32")
+    args.img_size = check_imgsz("--img-size", args.img_size)
     extra = parse_overrides(args.overrides, VAL_FLAGS)
-    result = val(args.weights, data=args.data, imgsz=args.img_size, batch=args.batch_size, device=args.device,
-                 save_json=args.save_json, split=args.task, project=str(Path(args.project).resolve()),
-                 name=args.name, exist_ok=args.exist_ok, **extra)
+    with trusting(args.trust_checkpoint):
+        result = val(args.weights, data=args.data, imgsz=args.img_size, batch=args.batch_size, device=args.device,
+                     save_json=args.save_json, split=args.task, project=str(Path(args.project).resolve()),
+                     name=args.name, exist_ok=args.exist_ok, **extra)
     print(metrics_table(result))
     print(f"yolo-act-swap: results saved to {result['save_dir']}")
     return 0

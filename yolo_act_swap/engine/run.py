@@ -7,6 +7,7 @@ Examples:
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..data.resolve import check_class_count, resolve_data
 from ..errors import ActSwapError, TrainingInterrupted
 from ..io import atomic_write_text
 from ..models import build_detection_model, default_cfg, load_model, load_model_cfg
+from ..safe_load import load_checkpoint
 from ..spec import load_spec, spec_file_or_error
 from .result import read_result
 from .trainer import ActSwapTrainer
@@ -144,18 +146,95 @@ def _run(trainer) -> None:
         raise TrainingInterrupted(last if last is not None and last.is_file() else None) from None
 
 
+def _latest_last(checkpoint) -> Path:
+    """The ``last.pt`` to resume: the given one, or (``True``) the newest under the current folder, as ultralytics
+    picks it."""
+    if checkpoint is not True:
+        return Path(checkpoint)
+    from ultralytics.utils.files import get_latest_run
+
+    last = get_latest_run(".")
+    if not last:
+        raise ActSwapError("--resume: no last.pt under the current folder; pass the run's weights/last.pt")
+    return Path(last)
+
+
+def check_resumable(checkpoint=True) -> Path:
+    """The ``last.pt`` a resume would start from, checked before ultralytics reads it: it loads without running
+    code (``safe_load``; the run's ``best.pt`` too, which the final validation loads) and still has epochs to train.
+
+    Raises:
+        ActSwapError: missing, truncated or unsafe file, or a finished run (with how to train it longer).
+    """
+    ckpt_path = _latest_last(checkpoint)
+    if not ckpt_path.is_file():
+        raise ActSwapError(f"--resume {ckpt_path}: no such checkpoint; pass the run's weights/last.pt")
+    if not zipfile.is_zipfile(ckpt_path):  # torch.save writes a zip archive; ultralytics writes last.pt in place
+        raise ActSwapError(f"--resume {ckpt_path}: the checkpoint is truncated or not a torch checkpoint (the run was "
+                           "probably killed while saving it); resume from weights/best.pt or start the run again")
+    ckpt = load_checkpoint(ckpt_path)
+    best = ckpt_path.with_name("best.pt")
+    if best.is_file() and best != ckpt_path:
+        load_checkpoint(best)
+    why = finished_training(ckpt)
+    if why:
+        raise ActSwapError(f"--resume {ckpt_path}: {why}, nothing to resume; to train longer start a new run from it: "
+                           f"yolo-act-swap train --weights {ckpt_path} --epochs N")
+    return ckpt_path
+
+
+def finished_training(ckpt: dict) -> str | None:
+    """Why a checkpoint's training is over (no optimizer state: finished and stripped, or a ``--save``d file; or
+    every epoch trained), or None when it can be resumed."""
+    epoch, epochs = ckpt.get("epoch", -1), (ckpt.get("train_args") or {}).get("epochs")
+    if not isinstance(epoch, int) or epoch < 0 or ckpt.get("optimizer") is None:
+        return "the run is finished (the checkpoint has no optimizer state)"
+    if isinstance(epochs, int) and epoch + 1 >= epochs:
+        return f"all {epochs} epochs are trained"
+    return None
+
+
+def collect(run_dir, device=None) -> dict:
+    """The result of a run whose training ended but whose ``act_swap_result.json`` is missing (killed during the
+    final "Validating best.pt"): validate its ``best.pt`` as ultralytics' final evaluation does, write the result
+    file and return it. Nothing is trained.
+
+    Raises:
+        ActSwapError: the run has no complete ``best.pt``/``last.pt``, or its training is not over.
+    """
+    from ..io import read_results_csv
+    from .result import RESULT_FILE
+    from .validator import val
+
+    run_dir = Path(run_dir)
+    best, last = run_dir / "weights" / "best.pt", run_dir / "weights" / "last.pt"
+    ckpt = load_checkpoint(last)
+    if not finished_training(ckpt) or not best.is_file():
+        raise ActSwapError(f"{run_dir}: training is not over (or best.pt is missing); resume it instead")
+    targs = ckpt.get("train_args") or {}
+    r = val(best, data=targs.get("data"), imgsz=targs.get("imgsz"), batch=int(targs.get("batch") or 16),
+            device=device, project=str(run_dir), name="final_val", exist_ok=True)
+    rows = read_results_csv(run_dir / "results.csv")
+    train_time = float(rows[-1].get("time") or 0.0) if rows else 0.0
+    result = {
+        "status": "finished", "save_dir": str(run_dir), "best": str(best), "last": str(last),
+        "epochs": len(rows) or targs.get("epochs"), "metrics": {k: round(v, 6) for k, v in r["metrics"].items()},
+        "train_time_s": round(train_time, 3), "epoch_time_s": round(train_time / max(len(rows), 1), 3),
+        "train_images_per_s": None, "peak_mem_mb": None, "device": str(device or targs.get("device")),
+        "amp": targs.get("amp"), "batch": targs.get("batch"), "imgsz": targs.get("imgsz"),
+        "act_swap": (getattr(load_model(weights=best), "yaml", None) or {}).get("act_swap"),
+        "collected": "validated best.pt after the run was stopped during its final validation",
+    }  # fmt: skip
+    atomic_write_text(run_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def resume(checkpoint=True, **overrides) -> dict:
     """Resume an interrupted run from ``last.pt`` (``True``: the newest under the current folder)."""
     register_safe_globals()
-    if checkpoint is not True:
-        ckpt = Path(checkpoint)
-        if not ckpt.is_file():
-            raise ActSwapError(f"--resume {ckpt}: no such checkpoint; pass the run's weights/last.pt")
-        if not zipfile.is_zipfile(ckpt):  # torch.save writes a zip archive; ultralytics writes last.pt in place
-            raise ActSwapError(f"--resume {ckpt}: the checkpoint is truncated or not a torch checkpoint (the run was "
-                               "probably killed while saving it); resume from weights/best.pt or start the run again")
+    ckpt = check_resumable(checkpoint)
     try:
-        trainer = ActSwapTrainer(overrides={**overrides, "resume": checkpoint if checkpoint is not True else True})
+        trainer = ActSwapTrainer(overrides={**overrides, "resume": str(ckpt)})
     except FileNotFoundError as e:
         raise ActSwapError(f"--resume: {str(e).strip().splitlines()[0]}") from None
     _run(trainer)

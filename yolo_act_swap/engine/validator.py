@@ -24,6 +24,7 @@ from ..data.resolve import check_class_count, resolve_data
 from ..errors import ActSwapError, DataError, ModelError
 from ..io import atomic_write_text
 from ..models import load_model
+from ..safe_load import load_checkpoint
 from ..tables import format_table
 
 VAL_FILE = "act_swap_val.json"
@@ -154,14 +155,8 @@ class ActSwapValidator(DetectionValidator):
 
 # ---------------------------------------------------------------------------------------------------------- val()
 def _ckpt_args(weights) -> dict:
-    """The train args stored in a checkpoint (empty when unreadable)."""
-    from ultralytics.nn.tasks import torch_safe_load
-
-    try:
-        ckpt, _ = torch_safe_load(str(weights))
-        return dict(ckpt.get("train_args") or {})
-    except Exception:  # noqa: BLE001 - only used for defaults
-        return {}
+    """The train args stored in a checkpoint (loaded without running code: ``safe_load``)."""
+    return dict(load_checkpoint(weights).get("train_args") or {})
 
 
 def _per_class(m, names) -> dict:

@@ -48,11 +48,13 @@ def nan_problem(result: dict | None, epochs: list[dict]) -> str | None:
 
 
 def model_stats(weights: str | os.PathLike, imgsz: int) -> dict:
-    """Parameter count and GFLOPs at ``imgsz`` of a checkpoint's (unfused) model, computed with ultralytics."""
-    from ultralytics.nn.tasks import load_checkpoint
+    """Parameter count and GFLOPs at ``imgsz`` of a checkpoint's (unfused) model, computed with ultralytics (the
+    checkpoint is loaded without running code, ``safe_load``)."""
     from ultralytics.utils.torch_utils import get_flops
 
-    model, _ = load_checkpoint(weights, device="cpu")
+    from ..models import load_model
+
+    model = load_model(weights=weights)
     params = sum(p.numel() for p in model.parameters())
     return {"params": int(params), "GFLOPs": round(float(get_flops(model, imgsz)), 3)}
 
@@ -116,13 +118,12 @@ def harvest(run: SweepRun, folder: SweepFolder, outcome: dict, imgsz: int, gpu: 
 # ------------------------------------------------------------------------------------------------------- latency
 def _load_fused(weights: dict[str, str], dev) -> dict:
     """label -> the checkpoint's model, activations and conv+BN fused, in eval mode, on ``dev``."""
-    from ultralytics.nn.tasks import load_checkpoint
-
     from ..activations.registry import fuse_activations
+    from ..models import load_model
 
     models = {}
     for label, path in weights.items():
-        model, _ = load_checkpoint(path, device=dev)
+        model = load_model(weights=path).to(dev)
         fuse_activations(model)
         models[label] = model.fuse(verbose=False).eval() if hasattr(model, "fuse") else model.eval()
     return models

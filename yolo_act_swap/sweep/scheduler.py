@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import SweepError
+from ..errors import ActSwapError, SweepError
 from ..io import checkpoint_complete
 from ..tables import is_finite
 from .harvest import cpu_name, harvest, interrupted, measure_latency
@@ -69,12 +69,32 @@ class Sweep:
             return None, result  # trained to the end; only the record was missing
         last = run_dir / "weights" / "last.pt"
         if last.exists() and checkpoint_complete(last):
-            return str(last), None
+            collected = self.collect(run, last)
+            return (None, collected) if collected else (str(last), None)
         if last.exists():
             self.write(f"{run.run_id}: {last} was cut short (killed while saving); starting the run again")
         if run_dir.exists():
             shutil.rmtree(run_dir)  # no usable epoch saved: start over cleanly (no stale results.csv rows)
         return None, None
+
+    def collect(self, run: SweepRun, last: Path) -> dict | None:
+        """A run whose training is over but whose result is missing (the sweep was killed during its final
+        "Validating best.pt"): validate its best.pt and return the result, or None when it is to be resumed."""
+        from ..engine.run import collect, finished_training
+        from ..safe_load import load_checkpoint
+
+        try:
+            if not finished_training(load_checkpoint(last)):
+                return None
+        except ActSwapError as e:
+            self.write(f"{run.label}: {e}")
+            return None
+        self.write(f"{run.label}: training is over but its result is missing; validating its best.pt")
+        try:
+            return collect(self.folder.run_dir(run.label), self.devices[0])
+        except ActSwapError as e:
+            self.write(f"{run.label}: cannot collect it ({e}); training it again")
+            return None
 
     def command(self, run: SweepRun, device: str, resume: str | None = None) -> list[str]:
         """The training command of ``run`` on ``device``."""

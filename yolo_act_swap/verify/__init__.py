@@ -99,7 +99,7 @@ def verify_shapes(
         batch (int): batch size of the shape checks and of the real train-mode forward (BatchNorm inside some
             activations needs more than one value per channel).
         fused (bool): also check the fused model (eval mode).
-        finite (bool): run the small real forward (eval at batch 1, train at ``batch``).
+        finite (bool): run the small real forwards (eval at batch 1, train at ``batch`` and at batch 1).
         finite_imgsz (int): its image size (rounded up to the stride).
         flops (bool): also measure GFLOPs at ``imgsz`` (``report.gflops``), on the same meta copy.
         strict (bool): raise ``ShapeMismatch`` / ``PatchError`` on failure instead of returning a failed report.
@@ -158,9 +158,9 @@ def _run_checks(model, reference, imgsz, sites, names, batch, report, *, fused, 
         if error is None and finite:
             gs = stride_of(model)
             small = (max(gs, math.ceil(finite_imgsz / gs) * gs),) * 2
-            failure = check_finite(model, sites, small, batch, ch)
+            failure = check_finite(model, sites, small, batch, ch, gs=gs, names=names)
             error = PatchError(failure) if failure else None
-            report.checks.append(f"finite real forward eval+train at {small[0]}x{small[1]}")
+            report.checks.append(f"finite real forward eval+train at {small[0]}x{small[1]}, train at batch 1")
         return error
     finally:
         report.notes = sorted(set(getattr(reference, "notes", [])) | rec.notes)

@@ -13,6 +13,7 @@ from ..blocks import Site
 from ..io import quiet
 from .meta import META, meta_copy, preserved_state
 from .shapeonly import shape_mode
+from .trace import act_name
 
 
 def _finite(obj: Any) -> bool:
@@ -25,38 +26,65 @@ def _finite(obj: Any) -> bool:
     return True
 
 
-def check_finite(model: nn.Module, sites: list[Site], size: tuple, batch: int, ch: int) -> str | None:
-    """Real forwards (eval at batch 1, train at ``batch`` >= 2; no grad; state restored) at a small size; a message
-    naming the first activation whose output is not finite, or None."""
+def _forwards(size: tuple, batch: int, gs: int) -> list[tuple[str, int, tuple]]:
+    """(mode, batch, size) of the real forwards: eval at batch 1; train at ``batch`` (>= 2) and at batch 1, which
+    ultralytics' last train batch can be (at twice the stride, so that the model's own BatchNorm sees more than one
+    value per channel)."""
+    one = (max(size[0], 2 * gs), max(size[1], 2 * gs))
+    return [("eval", 1, size), ("train", max(batch, 2), size), ("train", 1, one)]
+
+
+def check_finite(model: nn.Module, sites: list[Site], size: tuple, batch: int, ch: int, gs: int = 32,
+                 names: dict | None = None) -> str | None:
+    """Real forwards (``_forwards``; no grad; state restored) at a small size; a message naming the block and
+    activation whose output is not finite or whose forward raises, or None."""
     p = next(iter(model.parameters()), None)
     device, dtype = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(max(batch, 2), ch, *size, generator=g).to(device=device, dtype=dtype)
-    bad: list[str] = []
+    names = names or {}
     acts, counts = [], {}
     for s in sites:
         a = s.act_in(model)
         counts[id(a)] = counts.get(id(a), 0) + 1
         acts.append((s.path, a))
+    bad: list[str] = []
+    running: list[str] = []  # activations whose forward has started and not finished (innermost last)
+    done: list[str] = []
 
-    def hook(m, i, o, path):
+    def post(o, path):
+        if running and running[-1] == path:
+            running.pop()
+        done.append(path)
         if not _finite(o):
             bad.append(path)
 
+    current = dict(acts)
+
+    def where(path: str) -> str:  # the block (its type) and the activation now in it
+        kind = (names.get(path) or "").split(",")[0]
+        return f"{path} ({kind + ', ' if kind else ''}{act_name(current[path])})"
+
     with preserved_state(model), torch.no_grad():
-        handles = [  # a shared instance (Conv.default_act) cannot name its block
-            a.register_forward_hook(lambda m, i, o, path=path: hook(m, i, o, path))
-            for path, a in acts
-            if counts[id(a)] == 1
-        ]
+        handles = []
+        for path, a in acts:
+            if counts[id(a)] == 1:  # a shared instance (Conv.default_act) cannot name its block
+                handles.append(a.register_forward_pre_hook(lambda m, i, path=path: running.append(path)))
+                handles.append(a.register_forward_hook(lambda m, i, o, path=path: post(o, path)))
         try:
-            for mode in ("eval", "train"):
+            for mode, n, hw in _forwards(size, batch, gs):
                 model.train(mode == "train")
-                bad.clear()
-                out = model(x if mode == "train" else x[:1])
+                bad.clear(), running.clear(), done.clear()
+                g = torch.Generator().manual_seed(0)
+                x = torch.rand(n, ch, *hw, generator=g).to(device=device, dtype=dtype)
+                run = f"a real {mode} forward at batch {n}, {hw[0]}x{hw[1]}"
+                try:
+                    out = model(x)
+                except Exception as e:  # noqa: BLE001 - any failure of the patched forward is a finding
+                    at = (f"at {where(running[-1])}" if running else
+                          f"after {where(done[-1])}" if done else "before any swapped activation")  # fmt: skip
+                    return f"{run} fails {at}: {type(e).__name__}: {' '.join(str(e).split())[:160]}"
                 if not _finite(out) or bad:
-                    where = f"first at the activation of {bad[0]}" if bad else "in the model output"
-                    return f"non-finite values (NaN/Inf) in a real {mode} forward at {size[0]}x{size[1]}, {where}"
+                    at = f"first at the activation of {where(bad[0])}" if bad else "in the model output"
+                    return f"non-finite values (NaN/Inf) in {run}, {at}"
         finally:
             for h in handles:
                 h.remove()
