@@ -17,6 +17,7 @@ from typing import Any
 import torch.nn as nn
 
 from .activations.registry import get_activation_info
+from .checkpoints import restore_activations
 from .blocks import Block, Site, find_blocks, first_bn, layer_type, n_params, unwrap_model
 from .errors import ActivationArgError, ActSwapError, PatchError, ShapeMismatch
 from .report import BlockReport, PatchReport
@@ -244,6 +245,7 @@ def patch_model(
     act: str | None = None,
     flops: bool | None = None,
     batch: int = 2,
+    weights: Any = None,
 ) -> PatchReport:
     """Swap the activations of ``model`` in place, verify the forward, and report; roll back on any failure.
 
@@ -256,6 +258,10 @@ def patch_model(
         act (str, optional): the ``--act`` shorthand; replaces the spec's default activation.
         flops (bool, optional): compute GFLOPs before/after (default: when verifying).
         batch (int): batch size of the checks.
+        weights (str | Path | dict, optional): the checkpoint ``model`` was loaded from (upstream ``train.py``'s
+            ``weights``). If it is a patched checkpoint, each activation it has at the same place (same name, class
+            and shapes) gets its trained state back, which upstream's ``strict=False`` load of a plain model drops on
+            ``--resume`` and fine-tuning; a plain checkpoint or ``''`` restores nothing.
 
     Returns:
         (PatchReport): per swapped block its path, type, stage, channels, old/new activation and params added; totals;
@@ -291,6 +297,7 @@ def patch_model(
             report.verification = verify_shapes(
                 root, before.reference, imgsz, sites=sites, names=names, batch=batch, flops=flops
             )
+        report.restored = restore_activations(root, weights)
     report.params_after, report.model = n_params(root), _model_name(root)
     if flops:
         report.gflops_before = before.gflops
