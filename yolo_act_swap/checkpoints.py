@@ -185,7 +185,7 @@ def restore_activations(model: nn.Module, weights) -> list[str]:
         return []
     src, name = _checkpoint_module(weights)
     if src is None:
-        raise ModelError(f"weights {name}: no model in it (expected a checkpoint with a 'model' or 'ema' entry)")
+        raise ModelError(f"weights {name}: no model in it (a checkpoint needs a 'model' or 'ema' entry)")
     theirs = dict(src.named_modules())
     restored = []
     for path, act in unwrap_model(model).named_modules():

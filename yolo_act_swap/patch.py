@@ -17,8 +17,8 @@ from typing import Any
 import torch.nn as nn
 
 from .activations.registry import get_activation_info
-from .checkpoints import restore_activations
 from .blocks import Block, Site, find_blocks, first_bn, layer_type, n_params, unwrap_model
+from .checkpoints import restore_activations
 from .errors import ActivationArgError, ActSwapError, PatchError, ShapeMismatch
 from .report import BlockReport, PatchReport
 from .select import as_specs, decide

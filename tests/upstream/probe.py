@@ -49,7 +49,8 @@ def _vs_checkpoint(state: dict, weights) -> dict | None:
     csd = ckpt["model"].float().state_dict()
     missing = sorted(k for k in state if k not in csd)
     diff = {k: float((v.float().cpu() - csd[k].float()).abs().max()) for k, v in state.items() if k in csd}
-    return {"weights": weights, "epoch": ckpt.get("epoch"), "missing": missing, "max_abs_diff": max(diff.values(), default=None),
+    worst = max(diff.values(), default=None)
+    return {"weights": weights, "epoch": ckpt.get("epoch"), "missing": missing, "max_abs_diff": worst,
             "n_compared": len(diff)}  # fmt: skip
 
 
@@ -67,6 +68,7 @@ def attach(model, optimizer, weights) -> None:
         drift = {k: float((named[k].detach().float().cpu() - v).abs().max()) for k, v in start.items()}
         doc["unchanged"] = sorted(k for k, c in changed.items() if not c)
         doc["max_drift"] = max(drift.values(), default=0.0)
+        doc["top_drift"] = dict(sorted(drift.items(), key=lambda kv: -kv[1])[:3])
         doc["median_drift"] = sorted(drift.values())[len(drift) // 2] if drift else 0.0
         out.write_text(json.dumps(doc, indent=1))
 

@@ -27,10 +27,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 UPSTREAM = Path(os.environ.get("YAS_UPSTREAM_DIR") or REPO / ".upstream").resolve()
 sys.path.insert(0, str(HERE))
-from snippet import apply_snippet  # noqa: E402
+from snippet import apply_snippet
 
 PROBE = '    __import__("probe").attach(model, optimizer, weights)  # test probe, not part of the snippet'
-IMGSZ, BATCH, N_TRAIN, N_VAL = 128, 2, 8, 4
+IMGSZ, BATCH, N_TRAIN, N_VAL = 128, 4, 16, 4
 # Upstream warms the lr up from 0 over at least 100 (YOLOv5) / 1000 (YOLOv7) iterations, and these runs have 8: with
 # upstream's lr0 (0.01) a small gradient moves some ACON beta by less than float32 resolves, so the runs use lr0 0.1.
 LR0 = 0.1
@@ -42,7 +42,9 @@ FAMILIES = {
         "eval": "val.py",
         "epoch0": "epoch0.pt",
         "size": ["--imgsz", str(IMGSZ)],
+        "eval_size": ["--imgsz", str(IMGSZ)],
         "extra": ["--save-period", "1", "--exist-ok"],
+        "main": False,
     },
     "yolov7": {
         "scripts": UPSTREAM / "yolov7" / "python_scripts",
@@ -50,8 +52,10 @@ FAMILIES = {
         "hyp": UPSTREAM / "yolov7/data/hyp.scratch.tiny.yaml",
         "eval": "test.py",
         "epoch0": "epoch_000.pt",
-        "size": ["--img-size", str(IMGSZ), str(IMGSZ)],
+        "size": ["--img-size", str(IMGSZ), str(IMGSZ)],  # train, test
+        "eval_size": ["--img-size", str(IMGSZ)],
         "extra": ["--exist-ok"],
+        "main": True,
     },
 }
 
@@ -111,8 +115,8 @@ class Chain:
 
     def env(self, probe: str = "") -> dict:
         env = dict(os.environ, YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false", MPLBACKEND="Agg", OMP_NUM_THREADS="1",
-                   WANDB_MODE="disabled", TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", YOLOV5_CONFIG_DIR=str(font_dir(self.root)),
-                   COMET_MODE="disabled", CUDA_VISIBLE_DEVICES="")  # fmt: skip
+                   WANDB_MODE="disabled", COMET_MODE="disabled", CUDA_VISIBLE_DEVICES="",
+                   TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", YOLOV5_CONFIG_DIR=str(font_dir(self.root)))  # fmt: skip
         paths = [HERE / "shims", UPSTREAM / self.family, UPSTREAM / "deps", REPO]
         env["PYTHONPATH"] = os.pathsep.join(map(str, paths))
         if probe:
@@ -124,10 +128,12 @@ class Chain:
         t0, cpu0 = time.perf_counter(), _children_cpu()
         log = self.root / f"{probe or Path(name).stem}.log"
         cmd = [sys.executable, str(self.scripts / name), *map(str, args)]
+        if self.f["main"]:  # the packaged YOLOv7 scripts: main() and no __main__ guard (shims/yolov7_main.py)
+            cmd = [sys.executable, "-m", "yolov7_main", str(self.scripts), Path(name).stem, *map(str, args)]
         with open(log, "w") as fh:
             rc = subprocess.run(cmd, cwd=self.root, env=self.env(probe), stdout=fh, stderr=subprocess.STDOUT,
-                                timeout=self.timeout).returncode  # fmt: skip
-        step = {"cmd": " ".join(cmd[1:]), "rc": rc, "s": round(time.perf_counter() - t0, 1)}
+                                timeout=self.timeout, check=False).returncode  # fmt: skip
+        step = {"cmd": " ".join([name, *map(str, args)]), "rc": rc, "s": round(time.perf_counter() - t0, 1)}
         step["cpu_s"] = round(_children_cpu() - cpu0, 1)  # (only meaningful when chains run one at a time)
         step["log"] = log.read_text(errors="replace")[-3000:]
         p = self.root / f"{probe}.probe.json"
@@ -160,14 +166,13 @@ class Chain:
             self.steps["epoch0_saved"] = epoch0.is_file()
             if epoch0.is_file():  # an interrupted run as --resume sees it: trained epoch 0 of 2
                 self.steps["resume"] = self.script("train.py", ["--resume", epoch0], probe="resume")
-            best = run / "scratch/weights/best.pt"
-            size = self.f["size"]
+            best, size, dev = run / "scratch/weights/best.pt", self.f["eval_size"], ["--device", "cpu"]
+            out = ["--project", run, "--exist-ok"]
             self.steps["eval"] = self.script(self.f["eval"], ["--data", self.data, "--weights", best, *size,
-                                                              "--batch-size", BATCH, "--device", "cpu",
-                                                              "--project", run, "--name", "eval"])  # fmt: skip
+                                                              "--batch-size", BATCH, *dev, *out, "--name", "eval"])
             images = Path(yaml.safe_load(self.data.read_text())["val"])
-            self.steps["detect"] = self.script("detect.py", ["--weights", best, "--source", images, *size,
-                                                             "--device", "cpu", "--project", run, "--name", "detect"])  # fmt: skip
+            self.steps["detect"] = self.script("detect.py", ["--weights", best, "--source", images, *size, *dev, *out,
+                                                             "--name", "detect"])  # fmt: skip
             self.steps["detect"]["n_saved"] = len(list((run / "detect").glob("*.jpg")))
         return self.steps
 
@@ -177,7 +182,7 @@ def main(argv=None) -> int:
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     steps = Chain(family, act, root, demo_data(root)).run()
-    summary = {k: ({kk: vv for kk, vv in v.items() if kk != "log"} if isinstance(v, dict) else v) for k, v in steps.items()}
+    summary = {k: ({a: b for a, b in v.items() if a != "log"} if isinstance(v, dict) else v) for k, v in steps.items()}
     print(json.dumps(summary, indent=1))
     return 0
 

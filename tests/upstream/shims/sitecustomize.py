@@ -69,3 +69,18 @@ if importlib.util.find_spec("huggingface_hub") is None:
 if importlib.util.find_spec("roboflow") is None:
     _stub({"roboflow": {"Roboflow": type("Roboflow", (_Unavailable,), {})}, "roboflow.core": {},
            "roboflow.core.version": {"Version": type("Version", (_Unavailable,), {})}})  # fmt: skip
+
+
+class _NoSummaryWriter:
+    """Takes every SummaryWriter call and writes nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+# YOLOv7's train.py imports torch.utils.tensorboard at the top (tensorboard is in its requirements, not here).
+if importlib.util.find_spec("tensorboard") is None:
+    _stub({"torch.utils.tensorboard": {"SummaryWriter": _NoSummaryWriter}})
