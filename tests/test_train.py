@@ -346,3 +346,63 @@ def test_import_does_not_load_the_trainer():
             "'ultralytics.models', 'yolo_act_swap.engine.trainer'))]; print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+
+
+def _three_groups(model, decay):
+    """Upstream YOLOv5's smart_optimizer layout: biases, weights with decay, norm weights (by attribute name)."""
+    g = [], [], []
+    for m in model.modules():
+        for name, p in m.named_parameters(recurse=False):
+            (g[0] if name == "bias" else g[2] if isinstance(m, torch.nn.BatchNorm2d) else g[1]).append(p)
+    opt = torch.optim.SGD(g[0], lr=0.01, momentum=0.9, nesterov=True)
+    opt.add_param_group({"params": g[1], "weight_decay": decay})
+    opt.add_param_group({"params": g[2], "weight_decay": 0.0})
+    return opt
+
+
+def test_regroup_joins_the_scripts_groups():
+    """The default (the upstream snippet) adds no group: shape params join the norm group, weights the decay one."""
+    from ultralytics.nn.modules import Conv
+
+    from yolo_act_swap import patch_model
+    from yolo_act_swap.engine.optim import split_activation_parameters
+
+    model = torch.nn.Sequential(Conv(3, 8, 3), Conv(8, 8, 3))
+    patch_model(model, {"act": "frelu", "rules": [{"layers": "1", "act": "acon_c"}]}, imgsz=32)
+    opt = _three_groups(model, 5e-4)
+    assert add_activation_param_groups(opt, model, weight_decay=5e-4) == [] and len(opt.param_groups) == 3
+    groups = opt.param_groups
+    where = {id(p): [i for i, g in enumerate(groups) for q in g["params"] if q is p] for p in model.parameters()}
+    assert all(len(v) == 1 for v in where.values()), "every parameter in exactly one group"
+    decay, shape = split_activation_parameters(model)
+    assert decay and shape
+    assert all(where[id(p)] == [1] for p in decay) and all(where[id(p)] == [2] for p in shape)
+    # a weight decay the script's groups do not have: a group of its own, as with groups="own"
+    opt = _three_groups(model, 5e-4)
+    added = add_activation_param_groups(opt, model, weight_decay=1e-3)
+    assert [g["act_swap"] for g in added] == ["weight"] and len(opt.param_groups) == 4
+
+
+def test_patch_model_restores_a_patched_checkpoint(tmp_path):
+    """patch_model(weights=) on a plain model loaded with strict=False (upstream --resume): activations come back."""
+    from ultralytics.nn.modules import Conv
+
+    from yolo_act_swap import patch_model
+
+    torch.manual_seed(0)
+    trained = torch.nn.Sequential(Conv(3, 8, 3), Conv(8, 8, 3))
+    patch_model(trained, "meta_acon_c", imgsz=32)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.rand_like(p))
+    torch.save({"model": trained.half()}, tmp_path / "last.pt")
+    trained.float()
+    fresh = torch.nn.Sequential(Conv(3, 8, 3), Conv(8, 8, 3))
+    fresh.load_state_dict(trained.state_dict(), strict=False)  # what upstream keeps: the plain model's keys only
+    assert patch_model(fresh, "meta_acon_c", imgsz=32).restored == []
+    report = patch_model(fresh, "meta_acon_c", imgsz=32, weights=str(tmp_path / "last.pt"))
+    assert report.restored == ["0.act", "1.act"]
+    ref = torch.load(tmp_path / "last.pt", weights_only=False)["model"].float().state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in fresh.state_dict().items() if ".act." in k)
+    other = torch.nn.Sequential(Conv(3, 8, 3), Conv(8, 8, 3))
+    assert patch_model(other, "acon_c", imgsz=32, weights=str(tmp_path / "last.pt")).restored == []  # another act

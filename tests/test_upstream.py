@@ -244,11 +244,13 @@ def test_upstream_grouping_without_snippet_is_wrong(upstream, family, model):
 @pytest.mark.parametrize("family,model,act", [(f, m, a) for f, d in RELOAD.items() for m, a in d.items()])
 def test_patched_checkpoint_reload(upstream, family, model, act):
     """A patched checkpoint through train.py's pretrained branch: upstream loads only the keys the plain model has, so
-    the patch line alone leaves fresh activations; the README's optional reload line restores every entry."""
+    a bare patch leaves fresh activations; the docs' line (2), ``patch_model(..., weights=weights)``, restores every
+    entry."""
     rl = upstream.act(family, model, act)["reload"]
     assert rl["new_keys"] > 0
-    assert 0 < len(rl["differ_after_patch"]) <= rl["new_keys"], rl["differ_after_patch"][:5]
-    assert rl["differ_after_reload_line"] == [], f"not restored: {rl['differ_after_reload_line'][:5]}"
+    assert 0 < len(rl["differ_without_weights"]) <= rl["new_keys"], rl["differ_without_weights"][:5]
+    assert rl["restored_without_weights"] == 0 and rl["restored_with_weights"] > 0
+    assert rl["differ_with_weights"] == [], f"not restored: {rl['differ_with_weights'][:5]}"
 
 
 @pytest.mark.parametrize("family", list(MODELS))

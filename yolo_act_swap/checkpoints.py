@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import yaml
 
-from .activations.registry import list_activations
+from .activations.registry import ACT_TAG, is_activation_module, list_activations
 from .blocks import unwrap_model
 from .errors import ModelError
 from .io import atomic_torch_save, atomic_write_text
@@ -165,3 +165,52 @@ def save_model_yaml(model, path: str | Path) -> Path:
     head = (f"# Written by yolo-act-swap from {model.yaml.get('yaml_file', 'a model YAML')}. The act_swap key is the "
             f"swap spec;\n# any yolo-act-swap build (yolo-act-swap --cfg THIS_FILE, train, val) re-applies it.\n")  # fmt: skip
     return atomic_write_text(path, head + dump_model_yaml(d))
+
+
+def _checkpoint_module(weights) -> tuple[nn.Module | None, str]:
+    """The model inside ``weights`` (a checkpoint path, a loaded checkpoint dict or a module) and its name."""
+    name = str(weights) if isinstance(weights, (str, Path)) else type(weights).__name__
+    if isinstance(weights, (str, Path)):
+        if not Path(weights).is_file():
+            raise ModelError(f"weights {weights}: no such file; pass the checkpoint the model was loaded from")
+        # the same file the training script has just unpickled (torch.load of an upstream checkpoint needs it)
+        weights = torch.load(weights, map_location="cpu", weights_only=False)
+    if isinstance(weights, dict):
+        weights = weights.get("model") or weights.get("ema")
+    return (weights if isinstance(weights, nn.Module) else None), name
+
+
+def restore_activations(model: nn.Module, weights) -> list[str]:
+    """Copy the state of every swapped-in activation of ``model`` from the same activation in a patched checkpoint.
+
+    Upstream YOLOv5/YOLOv7 ``train.py`` (``--resume``, fine-tuning) build the plain model and load only the entries it
+    has, so a patched checkpoint's activation weights would start fresh. An activation is restored when the
+    checkpoint's model has the same activation (name and class) at the same path with the same state shapes; others
+    (a checkpoint without swaps, or swapped to something else there) keep their fresh state. Parameters and buffers
+    are copied as stored, so upstream's half-precision checkpoints continue exactly as ``ckpt['model'].float()``.
+
+    Args:
+        model (nn.Module): the patched model.
+        weights (str | Path | dict | nn.Module): the checkpoint (upstream ``train.py``'s ``weights``); falsy: none.
+
+    Returns:
+        (list[str]): the paths of the activations restored.
+    """
+    if not weights:
+        return []
+    src, name = _checkpoint_module(weights)
+    if src is None:
+        raise ModelError(f"weights {name}: no model in it (a checkpoint needs a 'model' or 'ema' entry)")
+    theirs = dict(src.named_modules())
+    restored = []
+    for path, act in unwrap_model(model).named_modules():
+        other = theirs.get(path)
+        if not is_activation_module(act) or other is None or type(other) is not type(act):
+            continue
+        if getattr(other, ACT_TAG, None) != getattr(act, ACT_TAG):
+            continue
+        state, mine = other.state_dict(), act.state_dict()
+        if state.keys() == mine.keys() and all(state[k].shape == mine[k].shape for k in state):
+            act.load_state_dict(state)
+            restored.append(path)
+    return restored

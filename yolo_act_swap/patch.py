@@ -20,6 +20,7 @@ import torch.nn as nn
 from .activations.registry import get_activation_info, is_activation_module
 from .blend import BLEND_KEY, Blend
 from .blocks import Block, Site, find_blocks, first_bn, layer_type, n_params, unwrap_model
+from .checkpoints import restore_activations
 from .errors import ActivationArgError, ActSwapError, PatchError, ShapeMismatch
 from .report import BlockReport, PatchReport
 from .select import as_specs, decide
@@ -276,6 +277,7 @@ def patch_model(
     flops: bool | None = None,
     batch: int = 2,
     blend: bool = False,
+    weights: Any = None,
 ) -> PatchReport:
     """Swap the activations of ``model`` in place, verify the forward, and report; roll back on any failure.
 
@@ -291,6 +293,10 @@ def patch_model(
         blend (bool): install ``Blend(old, new)`` modules at ``a = 0`` instead of the plain swap (the model then
             computes exactly what it did; move ``a`` with ``blend.set_blend``, end with ``blend.collapse_blends``);
             ``model.yaml`` gets the ``act_swap_blend`` key so that rebuilds install the blends again.
+        weights (str | Path | dict, optional): the checkpoint ``model`` was loaded from (upstream ``train.py``'s
+            ``weights``). If it is a patched checkpoint, each activation it has at the same place (same name, class
+            and shapes) gets its trained state back, which upstream's ``strict=False`` load of a plain model drops on
+            ``--resume`` and fine-tuning; a plain checkpoint or ``''`` restores nothing.
 
     Returns:
         (PatchReport): per swapped block its path, type, stage, channels, old/new activation and params added; totals;
@@ -327,6 +333,7 @@ def patch_model(
             report.verification = verify_shapes(
                 root, before.reference, imgsz, sites=sites, names=names, batch=batch, flops=flops
             )
+        report.restored = restore_activations(root, weights)
     report.params_after, report.model = n_params(root), _model_name(root)
     if flops:
         report.gflops_before = before.gflops

@@ -42,6 +42,7 @@ class PatchReport:
         spec (list[SwapSpec]): the specs applied, in order.
         model (str): the model's class name (and YAML file).
         seconds (float): wall time of the patch (with verification).
+        restored (list[str]): the activations whose state came back from ``patch_model(weights=...)``.
     """
 
     blocks: list = field(default_factory=list)
@@ -56,6 +57,7 @@ class PatchReport:
     spec: list = field(default_factory=list)
     model: str = ""
     seconds: float = 0.0
+    restored: list = field(default_factory=list)
 
     @property
     def n_swapped(self) -> int:
@@ -118,6 +120,8 @@ class PatchReport:
             sz = self.imgsz if isinstance(self.imgsz, int) else "x".join(map(str, self.imgsz))
             p += f"; GFLOPs {self.gflops_before:.2f} → {self.gflops_after:.2f} at {sz}"
         lines.append(p)
+        if self.restored:
+            lines.append(f"restored the trained state of {len(self.restored)} activations from the checkpoint")
         v = self.verification
         lines.append(f"verification: {v}" if v is not None else "verification: skipped (verify=False)")
         return lines
@@ -142,4 +146,5 @@ class PatchReport:
             "verification": None if self.verification is None else str(self.verification),
             "blocks": [b.__dict__.copy() for b in self.blocks],
             "seconds": round(self.seconds, 3),
+            "restored": list(self.restored),
         }

@@ -13,7 +13,7 @@ test file asserts. For every model and activation it records:
   them (and, where upstream's grouping leaves activation parameters out, the same step without the snippet), with
   upstream's ModelEMA following the patched model;
 - on request (``--reload``), a patched checkpoint through train.py's ``pretrained`` branch: which of its entries the
-  README's lines restore.
+  docs' line (2) restores with ``weights=`` (and without it).
 
 Usage:
     PYTHONPATH=.upstream/yolov5:.upstream/deps python tests/upstream/check_upstream.py yolov5 --acts frelu,acon_c
@@ -358,21 +358,20 @@ def check_act(up, base: nn.Module, blocks: list[dict], inputs: list, before: dic
 
 def check_reload(up, cfg, trained: nn.Module, act: str, imgsz: int) -> dict:
     """train.py's ``pretrained`` branch given a patched checkpoint (``--resume``, fine-tuning): it builds the plain
-    model, loads what matches, then the README's ``patch_model`` line makes fresh activations. Records which checkpoint
-    entries differ from the model after that, and after the README's optional reload line."""
+    model and loads what matches, then the docs' line (2) patches it. Records which checkpoint entries differ from the
+    model after line (2) with ``weights=`` (the docs' form) and without it (fresh activations)."""
     csd = {k: v.detach().clone() for k, v in trained.float().state_dict().items()}  # ckpt['model'].float().state_dict()
-    model = build(up, cfg)
-    model.load_state_dict(up.intersect_dicts(csd, model.state_dict(), exclude=["anchor"]), strict=False)
-    plain_keys = set(model.state_dict())
-    patch_model(model, act, imgsz=imgsz)
-
-    def differ() -> list[str]:
+    out = {}
+    for how, weights in (("without_weights", None), ("with_weights", {"model": trained})):
+        model = build(up, cfg)
+        model.load_state_dict(up.intersect_dicts(csd, model.state_dict(), exclude=["anchor"]), strict=False)
+        plain_keys = set(model.state_dict())
+        report = patch_model(model, act, imgsz=imgsz, weights=weights)
         sd = model.state_dict()
-        return [k for k, v in csd.items() if "anchor" not in k and (k not in sd or not torch.equal(sd[k], v))]
-
-    out = {"new_keys": len(set(model.state_dict()) - plain_keys), "differ_after_patch": differ()}
-    model.load_state_dict(up.intersect_dicts(csd, model.state_dict(), exclude=["anchor"]), strict=False)  # README line
-    out["differ_after_reload_line"] = differ()
+        out["new_keys"] = len(set(sd) - plain_keys)
+        differ = [k for k, v in csd.items() if "anchor" not in k and (k not in sd or not torch.equal(sd[k], v))]
+        out[f"differ_{how}"] = differ
+        out[f"restored_{how}"] = len(report.restored)
     return out
 
 

@@ -113,7 +113,7 @@ class ActSwapTrainer(DetectionTrainer):
         """
         optimizer = super().build_optimizer(model, name=name, lr=lr, momentum=momentum, decay=decay,
                                             iterations=iterations)
-        added = add_activation_param_groups(optimizer, unwrap_model(model), weight_decay=decay)
+        added = add_activation_param_groups(optimizer, unwrap_model(model), weight_decay=decay, groups="own")
         for g in added:
             g["param_group"] = "weight" if g[ACT_GROUP_KEY] == "weight" else "act"
         if added:
