@@ -37,16 +37,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness
 
 if __name__ == "__main__":
     harness.ensure_allocator()  # before torch starts its OpenMP runtime
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
+import torch
+import torch.nn as nn
 
-from benchmarks.reference import REFERENCES, VECTORISED, ReferenceModule  # noqa: E402
-from yolo_act_swap.activations import create_activation, list_activations  # noqa: E402
+from benchmarks.reference import REFERENCES, VECTORISED, ReferenceModule
+from yolo_act_swap.activations import create_activation, list_activations
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

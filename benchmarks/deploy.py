@@ -30,7 +30,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # never download anything
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("YOLO_VERBOSE", "false")
 
-import torch  # noqa: E402
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -115,7 +115,7 @@ def train(cfg: str, act: str, epochs: int, imgsz: int, folder: Path) -> Path:
 def int8_part(args, acts: list[str], folder: Path) -> list[str]:
     """Train each activation briefly on the demo data, quantize to INT8, validate FP32 and INT8: table lines."""
     from yolo_act_swap.data import resolve_data
-    from yolo_act_swap.engine.int8 import Int8Check, int8_check, int8_rows, INT8_HEAD
+    from yolo_act_swap.engine.int8 import INT8_HEAD, Int8Check, int8_check, int8_rows
 
     info = resolve_data("demo", splits=("train", "val"))
     body = []

@@ -30,16 +30,16 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("YOLO_VERBOSE", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness
 
 if __name__ == "__main__":
     harness.ensure_allocator()
 
-import torch  # noqa: E402
+import torch
 
-from benchmarks.models import first, perturb  # noqa: E402
-from yolo_act_swap import patch_model  # noqa: E402
-from yolo_act_swap.models import build_detection_model  # noqa: E402
+from benchmarks.models import first, perturb
+from yolo_act_swap import patch_model
+from yolo_act_swap.models import build_detection_model
 
 
 def export(act: str, cfg: str, imgsz: int):

@@ -35,15 +35,15 @@ os.environ.setdefault("YOLO_OFFLINE", "1")  # never download anything
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("YOLO_VERBOSE", "false")
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.activations import _cpu_peak_and_net, machine, sync  # noqa: E402
-from benchmarks.reference import REFERENCES, ReferenceModule  # noqa: E402
-from yolo_act_swap import patch_model  # noqa: E402
-from yolo_act_swap.activations.registry import ACT_TAG  # noqa: E402
-from yolo_act_swap.models import build_detection_model  # noqa: E402
+from benchmarks.activations import _cpu_peak_and_net, machine, sync
+from benchmarks.reference import REFERENCES, ReferenceModule
+from yolo_act_swap import patch_model
+from yolo_act_swap.activations.registry import ACT_TAG
+from yolo_act_swap.models import build_detection_model
 
 DEFAULT_ACTS = "silu,relu,leaky_relu,hard_swish,mish,frelu,acon_c,meta_acon_c,dy_relu_a,dy_relu_b,dy_relu_c"
 DEFAULT_MODELS = "yolov5n.yaml,yolov7-tiny.yaml"

@@ -138,7 +138,7 @@ class ReferenceModule(nn.Module):
     def __init__(self, act: nn.Module, fn=None):
         super().__init__()
         self.act = act
-        self.fn = fn or REFERENCES[getattr(act, "_yas_act")]
+        self.fn = fn or REFERENCES[act._yas_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the reference formula."""

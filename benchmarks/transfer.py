@@ -31,17 +31,17 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("YOLO_VERBOSE", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.activations import machine  # noqa: E402
-from yolo_act_swap.checkpoints import save_checkpoint  # noqa: E402
-from yolo_act_swap.engine.run import prepare_run  # noqa: E402
-from yolo_act_swap.engine.trainer import ActSwapTrainer  # noqa: E402
-from yolo_act_swap.engine.validator import val  # noqa: E402
-from yolo_act_swap.io import atomic_write_text, read_results_csv  # noqa: E402
-from yolo_act_swap.tables import markdown_table  # noqa: E402
+from benchmarks.activations import machine
+from yolo_act_swap.checkpoints import save_checkpoint
+from yolo_act_swap.engine.run import prepare_run
+from yolo_act_swap.engine.trainer import ActSwapTrainer
+from yolo_act_swap.engine.validator import val
+from yolo_act_swap.io import atomic_write_text, read_results_csv
+from yolo_act_swap.tables import markdown_table
 
 KEY = "metrics/mAP50-95(B)"
 VARIANTS = ("abrupt", "abrupt+BN", "blend", "scratch")

@@ -11,9 +11,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("YOLO_VERBOSE", "false")
 
 
-import sys  # noqa: E402
+import sys
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import randomize
 
 from yolo_act_swap.activations import (
     ACT_TAG,
@@ -39,7 +40,6 @@ from yolo_act_swap.activations import (
     unregister_activation,
 )
 from yolo_act_swap.errors import ActivationArgError, ActSwapError, UnknownActivation
-from helpers import randomize
 
 C = 4  # channels of every test input: even (glu halves it), tiny (CI budget)
 INFOS = list_activations()

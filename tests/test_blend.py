@@ -6,12 +6,19 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+from helpers import randomize
 from ultralytics.nn.tasks import DetectionModel
 
-from helpers import randomize
 from yolo_act_swap import ActSwapError, ShapeMismatch, patch_model
-from yolo_act_swap.blend import BLEND_KEY, Blend, blend_value, collapse_blends, find_blends, load_old_activations
-from yolo_act_swap.blend import set_blend
+from yolo_act_swap.blend import (
+    BLEND_KEY,
+    Blend,
+    blend_value,
+    collapse_blends,
+    find_blends,
+    load_old_activations,
+    set_blend,
+)
 from yolo_act_swap.blocks import find_blocks
 from yolo_act_swap.checkpoints import package_classes
 from yolo_act_swap.models import build_detection_model

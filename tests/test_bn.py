@@ -4,9 +4,9 @@ import copy
 
 import pytest
 import torch
+from helpers import randomize
 from ultralytics.nn.tasks import DetectionModel
 
-from helpers import randomize
 from yolo_act_swap import patch_model
 from yolo_act_swap.bn import batchnorms, recalibrate_bn
 

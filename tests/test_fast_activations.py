@@ -15,13 +15,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import randomize
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from yolo_act_swap.activations import create_activation, functional, fuse_activations
 from yolo_act_swap.activations import frelu as frelu_module
-from yolo_act_swap.activations import functional
-from yolo_act_swap.activations import create_activation, fuse_activations
 from yolo_act_swap.errors import ActivationArgError
-from helpers import randomize
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny tensors, one torch thread
 
@@ -465,8 +464,8 @@ def test_worker_pool_leaves_the_thread_settings_alone(two_workers):
 
 def _export_nodes(m, x):
     """ONNX node types of ``m`` exported with dynamic batch/height/width, and ONNX Runtime's output on ``x``."""
-    import io
     import inspect
+    import io
     import warnings
     from collections import Counter
 

@@ -11,9 +11,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cfg_names_paths_and_dicts(tmp_path):
+    from yolo_act_swap.io import configs_dir
     from yolo_act_swap.models import builtin_models, default_cfg, load_model, read_model_yaml
     from yolo_act_swap.nn.tasks import ActSwapDetectionModel
-    from yolo_act_swap.io import configs_dir
 
     assert {"yolov7.yaml", "yolov7-tiny.yaml"} <= set(builtin_models()) and default_cfg() == "yolov7-tiny.yaml"
     tiny = load_model("yolov7-tiny")  # a built-in name without .yaml

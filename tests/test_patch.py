@@ -12,10 +12,9 @@ from ultralytics.nn.modules.block import BottleneckCSP
 from ultralytics.nn.tasks import DetectionModel
 
 from yolo_act_swap import PatchError, ShapeMismatch, SpecError, load_spec, patch_model
-from yolo_act_swap.activations import ACT_TAG, create_activation, list_activations
-from yolo_act_swap.activations import temporary_activation
-from yolo_act_swap.nn.tasks import ActSwapDetectionModel
+from yolo_act_swap.activations import ACT_TAG, create_activation, list_activations, temporary_activation
 from yolo_act_swap.blocks import find_blocks
+from yolo_act_swap.nn.tasks import ActSwapDetectionModel
 
 IMGSZ = 64
 MODELS = ("yolov5n.yaml", "yolov8n.yaml", "yolo11n.yaml")

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from yolo_act_swap import ActivationArgError, SpecError, UnknownActivation, load_spec
-from yolo_act_swap.spec import ActSpec, Rule, SwapSpec, builtin_specs, parse_act_string, split_top
 from yolo_act_swap.io import configs_dir
+from yolo_act_swap.spec import ActSpec, Rule, SwapSpec, builtin_specs, parse_act_string, split_top
 
 
 def _write(path: Path, text: str) -> Path:

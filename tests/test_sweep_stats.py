@@ -96,7 +96,7 @@ def test_compare_verdicts_holm_corrected():
     expect = {"gelu": (_p_df2(16.0), 4, "better"), "frelu": (_p_df2(10.0), 3, "worse"),
               "relu": (_p_df2(4.0), 2, "no significant difference at n=3"),
               "mish": (_p_df2(math.sqrt(3)), 1, "no significant difference at n=3")}
-    for label, (p, factor, verdict) in expect.items():
+    for label, (p, _factor, verdict) in expect.items():
         c = comps[label]
         assert c.delta.p == pytest.approx(p, rel=1e-6), label
         assert c.verdict == verdict, label

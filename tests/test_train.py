@@ -203,7 +203,7 @@ def test_optimizer_groups(cache, tmp_path, iterations):
     assert type(opt).__name__ == ("MuSGD" if iterations > 1e4 else "AdamW")
 
     group_of = {}
-    for i, g in enumerate(opt.param_groups):
+    for _i, g in enumerate(opt.param_groups):
         for p in g["params"]:
             assert id(p) not in group_of, "a parameter is in two groups"
             group_of[id(p)] = g

@@ -4,18 +4,16 @@ One run is interrupted in the middle of its ramp and resumed: the test follows `
 processes' trainers, and checks the collapse, the checkpoints and the choice of ``best.pt``.
 """
 
-import copy
 
 import pytest
 import torch
-
 from helpers import randomize
+
 from yolo_act_swap import ActSwapError
-from yolo_act_swap.blend import BLEND_KEY, blend_value, find_blends
+from yolo_act_swap.blend import BLEND_KEY, blend_value, find_blends, parse_transition
 from yolo_act_swap.bn import batchnorms
 from yolo_act_swap.engine.run import prepare_run
 from yolo_act_swap.engine.trainer import ActSwapTrainer
-from yolo_act_swap.blend import parse_transition
 from yolo_act_swap.engine.transition import RECALIBRATE_KEY, blend_alpha, ramp_iterations
 from yolo_act_swap.models import load_model
 

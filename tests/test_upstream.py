@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path

@@ -18,8 +18,8 @@ from ultralytics.nn.tasks import DetectionModel
 
 from yolo_act_swap.errors import ModelError
 from yolo_act_swap.nn.yolov7 import (
-    RepConv,
     SPPCSPC,
+    RepConv,
     YOLOv7DetectionModel,
     is_yolov7_cfg,
     load_yolov7_cfg,

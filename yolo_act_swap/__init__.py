@@ -13,11 +13,19 @@ The public API is small and stable::
 
 __version__ = "0.1.0"
 
-from .activations import create_activation, list_activations, register_activation  # noqa: E402
-from .activations import temporary_activation, unregister_activation  # noqa: E402
-from .errors import (  # noqa: E402
-    ActSwapError,
+from .activations import (
+    create_activation,
+    list_activations,
+    register_activation,
+    temporary_activation,
+    unregister_activation,
+)
+from .blocks import find_blocks
+from .checkpoints import register_safe_globals
+from .engine.optim import activation_parameters, add_activation_param_groups
+from .errors import (
     ActivationArgError,
+    ActSwapError,
     DataError,
     ModelError,
     PatchError,
@@ -25,15 +33,12 @@ from .errors import (  # noqa: E402
     SpecError,
     UnknownActivation,
 )
-from .models import build_detection_model, load_model  # noqa: E402
-from .engine.optim import activation_parameters, add_activation_param_groups  # noqa: E402
-from .blocks import find_blocks  # noqa: E402
-from .nn import tasks as _tasks  # noqa: E402, F401  (registers ActSwapDetectionModel with the patcher)
-from .patch import patch_model  # noqa: E402
-from .report import PatchReport  # noqa: E402
-from .spec import SwapSpec, load_spec  # noqa: E402
-from .verify import VerifyReport, verify_shapes  # noqa: E402
-from .checkpoints import register_safe_globals  # noqa: E402  (checkpoints load under ULTRALYTICS_SAFE_LOAD=1)
+from .models import build_detection_model, load_model
+from .nn import tasks as _tasks  # noqa: F401  (registers ActSwapDetectionModel with the patcher)
+from .patch import patch_model
+from .report import PatchReport
+from .spec import SwapSpec, load_spec
+from .verify import VerifyReport, verify_shapes
 
 register_safe_globals()
 

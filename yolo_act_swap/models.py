@@ -248,7 +248,7 @@ def build_upstream_model(cfg: str | Path | dict, repo: Path, nc: int | None = No
         try:
             with quiet(not verbose):
                 return yolo.Model(str(cfg) if isinstance(cfg, Path) else cfg, ch=3, nc=nc)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise ModelError(f"upstream Model({cfg}) failed: {type(e).__name__}: {e}") from e
 
 

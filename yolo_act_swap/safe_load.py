@@ -121,7 +121,7 @@ def needed_globals(path: str | Path) -> list[str]:
     try:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception as e:  # noqa: BLE001 - any damage shows up here, before anything is unpickled
-        raise ModelError(f"{path}: not a readable torch checkpoint ({type(e).__name__}); re-save or re-download it")
+        raise ModelError(f"{path}: not a readable torch checkpoint ({type(e).__name__}); re-save or re-download it") from None
 
 
 def _refused_line(path, name: str) -> str:

@@ -243,7 +243,7 @@ def check_rule(value: Any, origin: Origin, path: tuple) -> Rule:
         )
     if "act" not in value:
         raise SpecError(f"{where}: the rule has no act; add e.g. 'act: relu' or 'act: keep'")
-    sub = lambda k: origin((*path, k))  # noqa: E731
+    sub = lambda k: origin((*path, k))
     return Rule(
         act=check_act(value["act"], origin, (*path, "act")),
         layers=_layers(value["layers"], sub("layers")) if "layers" in value else None,

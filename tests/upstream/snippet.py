@@ -76,7 +76,7 @@ def apply_snippet(text: str, family: str, spec: str, doc: str | None = None) -> 
                 raise SnippetError(f"line ({m.group(1)}): in the script {before[-1]!r} is not followed by {after[0]!r}")
             inserts.append((at, new, m.group(1)))
     where = {}
-    for at, new, n in sorted(inserts, key=lambda x: x[0], reverse=True):
+    for at, new, _n in sorted(inserts, key=lambda x: x[0], reverse=True):
         lines.insert(at, new)
     for i, line in enumerate(lines):
         m = MARK.search(line)

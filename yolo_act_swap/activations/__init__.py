@@ -4,10 +4,10 @@ Importing this package registers every built-in activation; ``register_activatio
 ``unregister_activation`` removes one; ``temporary_activation`` registers one for the length of a ``with`` block.
 """
 
+from .keywords import Bounds
 from .registry import (
     ACT_TAG,
     ActivationInfo,
-    Bounds,
     activation_table,
     all_names,
     check_kwargs,
@@ -21,7 +21,11 @@ from .registry import (
     temporary_activation,
     unregister_activation,
 )
-from . import pointwise, export, frelu, acon, dyrelu  # noqa: E402,F401  (register the built-ins)
+
+# isort: off
+# registration order is the order of --list
+from . import pointwise, export, frelu, acon, dyrelu  # noqa: F401  (register the built-ins)
+# isort: on
 
 __all__ = [
     "ACT_TAG",

@@ -26,7 +26,8 @@ from .functional import (
     run_blocks,
     same_layout,
 )
-from .registry import Bounds, register_activation
+from .keywords import Bounds
+from .registry import register_activation
 
 __all__ = ["AconC", "MetaAconC", "acon_formula"]
 

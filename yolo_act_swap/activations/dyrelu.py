@@ -39,7 +39,8 @@ from .functional import (
     planes,
     run_blocks,
 )
-from .registry import Bounds, register_activation
+from .keywords import Bounds
+from .registry import register_activation
 
 __all__ = ["DyReLU", "dy_relu_formula"]
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .registry import register_activation
 
+
 class ExportSiLU(nn.Module):
     """SiLU as ``x * sigmoid(x)`` with plain ops, for TorchScript, ONNX and CoreML export."""
 

@@ -26,7 +26,8 @@ from .functional import (
     fold_bn,
     run_blocks,
 )
-from .registry import Bounds, register_activation
+from .keywords import Bounds
+from .registry import register_activation
 
 __all__ = ["FReLU", "RECOMPUTE_MIN_ELEMENTS"]
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 
 from .functional import as_bool, same_layout
-from .registry import Bounds, register_activation
+from .keywords import Bounds
+from .registry import register_activation
 
 # --- keyword value checks (a ValueError becomes ActivationArgError in create_activation) ---------------------------
 

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..errors import ActivationArgError, UnknownActivation, short
 from ..tables import format_table
-from .keywords import Bounds, check_values
+from .keywords import check_values
 from .keywords import min_channels as _min_channels
 
 ACT_TAG = "_yas_act"  # attribute set on every module made by create_activation(): the registry name

@@ -9,7 +9,6 @@ Exit codes: 0 success, 2 a user error (one line on stderr), 1 anything else. ``-
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 import traceback

@@ -25,7 +25,7 @@ class UsageError(ActSwapError):
 class Parser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors are one line (``UsageError``) instead of the 5-line usage dump."""
 
-    def error(self, message: str):  # noqa: D401 - argparse's hook
+    def error(self, message: str):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 

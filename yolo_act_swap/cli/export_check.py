@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 from .common import Parser, UsageError, add_verbose
-from .patch import DEFAULT_ACT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", help="model YAML: a path, a built-in name (yolov7-tiny.yaml) or an ultralytics name "
                    "(yolov8n.yaml); default as in the main command")  # fmt: skip
     p.add_argument("--weights", help="checkpoint to patch (ultralytics, or upstream with --repo)")
-    p.add_argument("--act", action="append", help=f"activation, repeatable (default: {DEFAULT_ACT} unless --spec)")
+    p.add_argument("--act", action="append", help="activation, repeatable; without --act/--spec the model is exported with the activations it has")
     p.add_argument("--spec", help="swap spec YAML: a path or a name in configs/acts")
     p.add_argument("--repo", help="upstream YOLOv5/YOLOv7 checkout")
     p.add_argument("--nc", type=int, help="number of classes for a model built from --cfg (with --int8: the data's)")
@@ -69,6 +68,9 @@ def _available(formats: list[str]) -> list[str]:
     return keep
 
 
+AS_IS = "as-is"  # the row label of the model with its own activations (no --act/--spec)
+
+
 def _builder(args, nc):
     """Activation labels and ``build(label)`` -> a freshly built, patched model (the user's spec for the user's)."""
     from ..models import default_cfg, load_model
@@ -79,14 +81,15 @@ def _builder(args, nc):
     stem = Path(str(args.spec)).stem if args.spec else ""
     specs = {}
     for act in args.act or [None]:
-        label = "+".join(x for x in (stem, act) if x) or DEFAULT_ACT
-        specs[label] = load_spec(spec_file, act=act if act or spec_file else DEFAULT_ACT)  # fail fast, before building
+        label = "+".join(x for x in (stem, act) if x) or AS_IS
+        specs[label] = load_spec(spec_file, act=act) if act or spec_file else None  # fail fast, before building
     cfg = args.cfg if args.cfg or args.weights else default_cfg()
 
     def build(label: str):
         model = load_model(cfg, args.weights, repo=args.repo, nc=nc, verbose=False)
         spec = specs[label] if label in specs else load_spec(None, act=label)
-        patch_model(model, spec, imgsz=args.imgsz, verify=False, flops=False)
+        if spec is not None:  # AS_IS: nothing swapped (the one default rule of every command)
+            patch_model(model, spec, imgsz=args.imgsz, verify=False, flops=False)
         return model
 
     return build, list(specs)

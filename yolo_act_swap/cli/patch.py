@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-
 from collections import Counter
 
 from ..errors import ModelError
@@ -18,7 +17,6 @@ from .common import (
     check_output_file,
     load_record,
 )
-
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -270,7 +270,7 @@ def _check_act(build, act, fmts, x, folder, pytorch, verbose):
 
 def _fill_relative(flat: dict) -> None:
     """``x_silu`` and ``ops`` of every row, from the SiLU and no-activation rows of the same format."""
-    for (act, fmt), row in flat.items():
+    for (_act, fmt), row in flat.items():
         base = flat.get((BASELINE, fmt))
         if row.ms is not None and base is not None and base.ms:
             ratios = [a / b for a, b in zip(row.round_ms, base.round_ms)]

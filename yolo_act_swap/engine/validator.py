@@ -41,7 +41,8 @@ def coco_eval(anno_json, predictions: list, img_ids: list) -> dict:
         ActSwapError: neither package is installed.
     """
     try:
-        from faster_coco_eval import COCO, COCOeval_faster as COCOeval
+        from faster_coco_eval import COCO
+        from faster_coco_eval import COCOeval_faster as COCOeval
 
         name = "faster-coco-eval"
     except ImportError:

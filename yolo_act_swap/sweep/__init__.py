@@ -26,7 +26,7 @@ interrupted ones from their ``last.pt`` and never loses or duplicates a row. The
 """
 
 from ..errors import SweepError
-from .acts import acts_flag, resolve_acts, split_acts
+from .acts import resolve_acts, split_acts
 from .harvest import error_line, harvest, interrupted, measure_latency, model_stats, nan_problem
 from .plan import (
     DATA_DEFAULTS,

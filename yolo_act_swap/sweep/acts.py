@@ -15,6 +15,7 @@ from ..io import configs_dir
 from ..spec import load_spec, resolve_spec_file, split_top
 from .plan import SweepRun
 
+
 # ------------------------------------------------------------------------------------------------------ --acts
 def _label(text: str) -> str:
     """Folder-safe label: ``leaky_relu:negative_slope=0.1`` -> ``leaky_relu_negative_slope=0.1``."""

@@ -237,7 +237,7 @@ class SweepFolder:
             import fcntl
         except ImportError:  # Windows: no advisory locks, one sweep per folder is on the user
             return
-        f = open(self.root / ".lock", "a+")  # noqa: SIM115 - kept open on purpose
+        f = open(self.root / ".lock", "a+")
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
