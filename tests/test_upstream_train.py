@@ -26,9 +26,8 @@ pytestmark = [pytest.mark.upstream, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "upstream"))
-from snippet import apply_snippet
-
 from runs import UPSTREAM, Chain, demo_data
+from snippet import apply_snippet
 
 ACTS = ("frelu", "acon_c", "meta_acon_c", "dy_relu_b")
 FULL = os.environ.get("YAS_UPSTREAM_FULL", "").lower() not in ("", "0", "false", "no")
