@@ -166,8 +166,8 @@ UPSTREAM = Path(os.environ.get("YAS_UPSTREAM_DIR", Path(__file__).resolve().pare
 @pytest.mark.skipif(not (UPSTREAM / "yolov7" / "models" / "yolo.py").is_file(), reason="run tests/upstream/install.sh")
 def test_real_upstream_yolov7_with_repo():
     env = {**os.environ, "PYTHONPATH": f"{UPSTREAM / 'yolov7'}{os.pathsep}{UPSTREAM / 'deps'}", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([*CMD, "--repo", str(UPSTREAM / "yolov7"), "--cfg", "yolov7-tiny.yaml", "--imgsz", "64"],
-                       capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    r = subprocess.run([*CMD, "--repo", str(UPSTREAM / "yolov7"), "--cfg", "yolov7-tiny.yaml", "--imgsz", "64",
+                        "--act", "frelu"], capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "Model (yolov7-tiny.yaml)" in r.stdout and "LeakyReLU(negative_slope=0.1) → frelu" in r.stdout
     assert "swapped 55 of 55 activated conv blocks (backbone 22, neck 33)" in r.stdout

@@ -83,14 +83,15 @@ def test_activation_that_cannot_export_is_one_row(tmp_path):
 
 def test_missing_package_is_one_line(monkeypatch, capsys):
     real = importlib.util.find_spec
-    monkeypatch.setattr(formats.importlib.util, "find_spec", lambda name, *a: None if name == "ncnn" else real(name, *a))
-    assert formats.missing_packages(formats.FORMATS["ncnn"]) == ["ncnn"]
+    absent = ("ncnn", "pnnx")  # whether or not they are installed here: both missing, in one line
+    monkeypatch.setattr(formats.importlib.util, "find_spec", lambda name, *a: None if name in absent else real(name, *a))
+    assert formats.missing_packages(formats.FORMATS["ncnn"]) == ["ncnn", "pnnx"]
     rc = main(["export-check", "--cfg", "yolov8n.yaml", "--act", "relu", "--formats", "ncnn", "--imgsz", "64",
                "--repeats", "1"])  # fmt: skip
     out = capsys.readouterr().out
     assert rc == 0
     lines = [x for x in out.splitlines() if "ncnn" in x]
-    assert lines == ["ncnn: skipped, ncnn not installed: pip install 'yolo-act-swap[deploy]'"], out
+    assert lines == ["ncnn: skipped, ncnn, pnnx not installed: pip install 'yolo-act-swap[deploy]'"], out
     assert "PyTorch" in out  # the rest of the check still runs
 
 

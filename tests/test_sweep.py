@@ -38,8 +38,9 @@ from yolo_act_swap.sweep import (
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-NAN_ACT = "leaky_relu:negative_slope=1e30"  # valid up front; blows activations past float32 -> inf -> NaN outputs
-NAN_LABEL = "leaky_relu_negative_slope=1e30"
+FAIL_ACT = "glu"  # a valid name up front that no Conv block can take (it halves the channels): the run fails
+# (NaN runs cannot be made from a spec any more: keyword values are bounded; nan_problem has its own test)
+FAIL_LABEL = "glu"
 TINY = ["--cfg", "yolov8n.yaml", "--img-size", "64", "--batch-size", "8", "--workers", "0", "--latency-reps", "5",
         "fraction=0.1", "plots=False"]  # demo data, a tenth of its training images
 SETTINGS = {"cfg": "yolov8n.yaml", "data": None, "epochs": 1, "batch_size": 8, "img_size": 64, "overrides": []}
@@ -342,7 +343,7 @@ def killed_sweep(tmp_path_factory):
     then ``--resume``, then the original command once more."""
     root = tmp_path_factory.mktemp("sweep")
     folder = root / "s"
-    cmd = [sys.executable, "-m", "yolo_act_swap.sweep", "--acts", f"silu,relu,{NAN_ACT}", "--seeds", "1",
+    cmd = [sys.executable, "-m", "yolo_act_swap.sweep", "--acts", f"silu,relu,{FAIL_ACT}", "--seeds", "1",
            "--project", str(root), "--name", "s", "--epochs", "2", "--device", "cpu", *TINY]
     with open(root / "first.log", "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -382,9 +383,9 @@ def test_sweep_killed_during_the_final_validation_collects_the_run(tmp_path):
     """SIGKILL while a run validates its best.pt (its last epoch saved, its result not yet written): the next start
     validates that best.pt and records the run, without training it again."""
     folder = tmp_path / "s"
-    cmd = [sys.executable, "-m", "yolo_act_swap.sweep", "--acts", "relu", "--project", str(tmp_path), "--name", "s",
-           "--epochs", "1", "--device", "cpu", *TINY]
-    run_dir, log = folder / "runs" / "relu", folder / "logs" / "relu.log"
+    cmd = [sys.executable, "-m", "yolo_act_swap.sweep", "--acts", "relu", "--seeds", "1", "--project", str(tmp_path),
+           "--name", "s", "--epochs", "1", "--device", "cpu", *TINY]
+    run_dir, log = folder / "runs" / "relu-seed0", folder / "logs" / "relu-seed0.log"
     with open(tmp_path / "first.log", "wb") as out:
         env = dict(os.environ, YOLO_VERBOSE="true")  # ultralytics logs "Validating .../best.pt..."
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -400,15 +401,15 @@ def test_sweep_killed_during_the_final_validation_collects_the_run(tmp_path):
     while _procs_mentioning(str(run_dir)) and time.time() - t < 20:  # the training gets SIGTERM with its parent
         time.sleep(0.2)
     assert not (run_dir / "act_swap_result.json").exists(), "killed too late: the result was already written"
-    assert not (folder / "records" / "relu.json").exists()
+    assert not (folder / "records" / "relu-seed0.json").exists()
     epochs = read_results_csv(run_dir / "results.csv")
     resumed = subprocess.run([sys.executable, "-m", "yolo_act_swap", "sweep", "--resume", str(folder), "--device", "cpu",
                               "--workers", "0", "--latency-reps", "5"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "relu: training is over but its result is missing; validating its best.pt" in resumed.stdout
+    assert "relu-seed0: training is over but its result is missing; validating its best.pt" in resumed.stdout
     assert _commands(log) == 1, "the run was trained again"
     assert read_results_csv(run_dir / "results.csv") == epochs
-    rec = json.loads((folder / "records" / "relu.json").read_text())
+    rec = json.loads((folder / "records" / "relu-seed0.json").read_text())
     assert rec["status"] == "finished" and rec["error"] is None and rec["epochs_done"] == 1
     assert set(rec["metrics"]) == {"precision", "recall", "mAP50", "mAP50-95"} and rec["params"]
     result = json.loads((run_dir / "act_swap_result.json").read_text())
@@ -435,7 +436,7 @@ def test_killed_sweep_resumes_without_repeating_finished_runs(killed_sweep):
     assert epochs == [1, 2]
     with open(k.folder / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert sorted(r["act"] for r in rows) == sorted(["silu", NAN_LABEL, "relu"])  # every run exactly once
+    assert sorted(r["act"] for r in rows) == sorted(["silu", FAIL_LABEL, "relu"])  # every run exactly once
 
 
 @pytest.mark.slow
@@ -451,12 +452,12 @@ def test_rerun_of_a_complete_sweep_gives_the_same_table(killed_sweep):
 @pytest.mark.slow
 def test_failing_run_is_recorded_and_the_others_finish(killed_sweep):
     folder = killed_sweep.folder
-    bad = json.loads((folder / "records" / f"{NAN_LABEL}-seed0.json").read_text())
+    bad = json.loads((folder / "records" / f"{FAIL_LABEL}-seed0.json").read_text())
     assert bad["status"] == "failed"
-    assert "nan" in bad["error"].lower() or "finite" in bad["error"].lower(), bad["error"]
+    assert "glu" in bad["error"].lower() and "exit 2" in bad["error"], bad["error"]
     with open(folder / "results.csv", newline="") as f:
         rows = {r["act"]: r for r in csv.DictReader(f)}
-    assert rows[NAN_LABEL]["status"] == "failed" and rows[NAN_LABEL]["error"] == bad["error"]
+    assert rows[FAIL_LABEL]["status"] == "failed" and rows[FAIL_LABEL]["error"] == bad["error"]
     for label in ("silu", "relu"):
         row, rec = rows[label], json.loads((folder / "records" / f"{label}-seed0.json").read_text())
         assert row["status"] == "finished" and rec["status"] == "finished"

@@ -16,8 +16,8 @@ import yaml
 from ..blend import BLEND_KEY, find_blends, parse_transition
 from ..checkpoints import register_safe_globals
 from ..data.resolve import check_class_count, resolve_data
-from ..errors import ActSwapError, TrainingInterrupted
-from ..io import atomic_write_text
+from ..errors import ActSwapError, TrainingInterrupted, warn
+from ..io import atomic_write_text, checkpoint_complete
 from ..models import build_detection_model, default_cfg, load_model, load_model_cfg
 from ..safe_load import load_checkpoint
 from ..spec import load_spec, spec_file_or_error
@@ -175,7 +175,11 @@ def check_resumable(checkpoint=True) -> Path:
     ckpt = load_checkpoint(ckpt_path)
     best = ckpt_path.with_name("best.pt")
     if best.is_file() and best != ckpt_path:
-        load_checkpoint(best)
+        if checkpoint_complete(best):
+            load_checkpoint(best)
+        else:  # killed while ultralytics rewrote it after last.pt: the resumed run saves a new one at its best epoch
+            best.unlink()
+            warn(f"{best} was cut short when the run was killed; removed it (the resumed run writes it again)")
     why = finished_training(ckpt)
     if why:
         raise ActSwapError(f"--resume {ckpt_path}: {why}, nothing to resume; to train longer start a new run from it: "

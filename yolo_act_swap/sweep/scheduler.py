@@ -87,13 +87,13 @@ class Sweep:
             if not finished_training(load_checkpoint(last)):
                 return None
         except ActSwapError as e:
-            self.write(f"{run.label}: {e}")
+            self.write(f"{run.run_id}: {e}")
             return None
-        self.write(f"{run.label}: training is over but its result is missing; validating its best.pt")
+        self.write(f"{run.run_id}: training is over but its result is missing; validating its best.pt")
         try:
-            return collect(self.folder.run_dir(run.label), self.devices[0])
+            return collect(self.folder.run_dir(run.run_id), self.devices[0])
         except ActSwapError as e:
-            self.write(f"{run.label}: cannot collect it ({e}); training it again")
+            self.write(f"{run.run_id}: cannot collect it ({e}); training it again")
             return None
 
     def command(self, run: SweepRun, device: str, resume: str | None = None) -> list[str]:

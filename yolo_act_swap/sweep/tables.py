@@ -221,7 +221,8 @@ def write_tables(table: SweepTable, folder: SweepFolder, settings: dict, latency
     """Write ``results.csv``, ``runs.csv`` and ``results.md`` atomically (with ``deploy``: its columns too); return
     the Markdown text."""
     base = table.baseline or "silu"
-    cols = [*TABLE_COLUMNS[:-1], *DEPLOY_COLUMNS, TABLE_COLUMNS[-1]] if table.deploy else TABLE_COLUMNS
+    deploy_csv = [(k, k) for k, _ in DEPLOY_COLUMNS]  # results.csv names these columns by their keys
+    cols = [*TABLE_COLUMNS[:-1], *deploy_csv, TABLE_COLUMNS[-1]] if table.deploy else TABLE_COLUMNS
     header = [h.format(base=base) for _, h in cols]
     cells = [[0.0 if k == "delta" and r[k] == "baseline" else r.get(k) for k, _ in cols] for r in table.rows]
     atomic_write_text(folder.root / "results.csv", _csv(header, cells))
