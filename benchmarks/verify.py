@@ -1,14 +1,17 @@
 """How much does patching + verification cost, next to building the model? Measured side by side in one run.
 
-Target (issue 3): ``yolo-act-swap --cfg yolov7.yaml --act frelu`` takes at most 1.5x the time of building the same
-model unpatched. Two views, each a median over ``--repeats`` interleaved runs:
+Targets: ``yolo-act-swap --cfg yolov7.yaml --act frelu`` takes at most 1.2x the time of building the same model
+unpatched (as processes), and verification at most 1.5x its floor (``--floor``: the bare cost of its pieces, see
+``floor_times``). Two views, each a median over ``--repeats`` interleaved repeats, ``--runs`` times (the ratios
+print as median [range] of the runs):
 
 - process: the whole command in a fresh process (``yolo-act-swap ...``) vs a fresh process that only builds the model
   (``load_model(cfg)``); both pay the Python/torch/ultralytics imports, as a user does.
 - in-process: ``load_model`` vs ``load_model`` + ``patch_model`` (verify on, GFLOPs on), after a warm-up, with the
   patch split into swap only (``verify=False``) and verification.
 
-    python benchmarks/verify.py                                # yolov7.yaml, frelu, 3 repeats
+    python benchmarks/verify.py --floor                        # yolov7.yaml, frelu: 3 runs of 3 repeats
+    python benchmarks/verify.py --floor --contention 2         # the same beside two CPU burners
     python benchmarks/verify.py --cfg yolov8n.yaml --act acon_c --repeats 5 --threads 1
     python benchmarks/verify.py --modes --cfgs yolov7.yaml yolov8n.yaml --repeats 3 --threads 1
 
@@ -195,6 +198,25 @@ def mode_table(cfgs: list[str], act: str, repeats: int, imgsz: int, env: dict) -
     return lines
 
 
+def one_run(args, env) -> dict[str, float]:
+    """One run's ratios: the command vs a plain build (processes), and in-process patch costs vs build and floor."""
+    med = statistics.median
+    out = {}
+    if not args.skip_process:
+        build, patch = process_times(args.cfg, args.act, args.repeats, env)
+        out["process: the command / build only"] = med(patch) / med(build)
+    ip = inprocess_times(args.cfg, args.act, args.repeats, args.imgsz)
+    b = med(ip["build"])
+    out["in-process: build + swap / build"] = (b + med(ip["swap"])) / b
+    out["in-process: build + patch + verify + GFLOPs / build"] = (b + med(ip["patch+verify"])) / b
+    if args.floor:
+        fl = floor_times(args.cfg, args.act, args.repeats, args.imgsz)
+        out["in-process: (patch + verify + GFLOPs - swap) / floor"] = (med(ip["patch+verify"]) - med(ip["swap"])) / fl[
+            "floor"]  # fmt: skip
+        out.update({f"  floor piece / floor: {k}": v / fl["floor"] for k, v in fl.items() if k != "floor"})
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cfg", default="yolov7.yaml")
@@ -202,6 +224,8 @@ def main(argv=None) -> int:
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="OMP/torch threads for both sides (0: leave as is)")
+    ap.add_argument("--runs", type=int, default=3, help="independent runs (ratios: median [range] of the runs)")
+    ap.add_argument("--contention", type=int, default=0, metavar="N", help="N CPU-burner processes beside the runs")
     ap.add_argument("--skip-process", action="store_true", help="only the in-process measurement")
     ap.add_argument("--floor", action="store_true", help="also time the floor: verification's work, piece by piece")
     ap.add_argument("--modes", action="store_true", help="ShapeOnly vs plain meta vs FakeTensorMode (see above)")
@@ -221,41 +245,26 @@ def main(argv=None) -> int:
     if args.mode_child:
         print(json.dumps(mode_child(args.cfg, args.act, args.mode_child, args.repeats, args.imgsz)))
         return 0
-    med = statistics.median
     if args.modes:
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
               f"threads {args.threads or 'default'}; --act {args.act}, imgsz {args.imgsz}; patch_model with verify + "
               f"GFLOPs; first call of a fresh process, then median of {args.repeats} warm calls; x = ratio to shapeonly")
         print("\n".join(mode_table(args.cfgs, args.act, args.repeats, args.imgsz, env)))
         return 0
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
-          f"{platform.python_version()}, torch {torch.__version__}; {args.cfg} --act {args.act}, imgsz {args.imgsz}, "
-          f"median of {args.repeats}")  # fmt: skip
-    rows = []
-    if not args.skip_process:
-        build, patch = process_times(args.cfg, args.act, args.repeats, env)
-        rows.append(("process: build only", med(build), 1.0))
-        rows.append((f"process: yolo-act-swap --cfg {args.cfg} --act {args.act}", med(patch), med(patch) / med(build)))
-    ip = inprocess_times(args.cfg, args.act, args.repeats, args.imgsz)
-    b = med(ip["build"])
-    rows.append(("in-process: build", b, 1.0))
-    rows.append(("in-process: build + swap (verify=False)", b + med(ip["swap"]), (b + med(ip["swap"])) / b))
-    rows.append(("in-process: build + patch + verify + GFLOPs", b + med(ip["patch+verify"]),
-                 (b + med(ip["patch+verify"])) / b))  # fmt: skip
-    rows.append(("  of which verification", med(ip["verify"]), med(ip["verify"]) / b))
-    if args.floor:
-        fl = floor_times(args.cfg, args.act, args.repeats, args.imgsz)
-        cost = med(ip["patch+verify"]) - med(ip["swap"])
-        rows += [(f"  floor: {k}", v, v / b) for k, v in fl.items() if k != "floor"]
-        rows.append(("floor of patch + verify + GFLOPs (sum)", fl["floor"], fl["floor"] / b))
-        rows.append(("patch + verify + GFLOPs minus swap", cost, cost / b))
-    w = max(len(r[0]) for r in rows)
-    print(f"{'':{w}}  {'seconds':>8}  {'x build':>8}")
-    for name, s, ratio in rows:
-        print(f"{name:{w}}  {s:8.2f}  {ratio:8.2f}")
-    print(f"torch threads in-process: {ip['threads']}; target: the yolo-act-swap command <= 1.20x build")
-    if args.floor:
-        print(f"verification cost / floor: {cost / fl['floor']:.2f} (target <= 1.50)")
+    from benchmarks import harness
+
+    print(f"# {harness.settings_line(torch.get_num_threads(), args.contention)}")
+    print(f"# {args.cfg} --act {args.act}, imgsz {args.imgsz}; {args.runs} runs of {args.repeats} interleaved repeats "
+          f"(each ratio is taken within a run; median [range] of the runs)")  # fmt: skip
+    ratios: dict[str, list[float]] = {}
+    with harness.Burners(args.contention):
+        for _ in range(args.runs):
+            for k, v in one_run(args, env).items():
+                ratios.setdefault(k, []).append(v)
+    w = max(map(len, ratios))
+    for k, v in ratios.items():
+        print(f"{k:{w}}  {harness.spread(v)}")
+    print("targets: the command <= 1.20x a plain build (process); verification <= 1.50x its floor (in-process)")
     return 0
 
 
