@@ -1,14 +1,17 @@
 """How much does patching + verification cost, next to building the model? Measured side by side in one run.
 
-Target (issue 3): ``yolo-act-swap --cfg yolov7.yaml --act frelu`` takes at most 1.5x the time of building the same
-model unpatched. Two views, each a median over ``--repeats`` interleaved runs:
+Targets: ``yolo-act-swap --cfg yolov7.yaml --act frelu`` takes at most 1.2x the time of building the same model
+unpatched (as processes), and verification at most 1.5x its floor (``--floor``: the bare cost of its pieces, see
+``floor_times``). Two views, each a median over ``--repeats`` interleaved repeats, ``--runs`` times (the ratios
+print as median [range] of the runs):
 
 - process: the whole command in a fresh process (``yolo-act-swap ...``) vs a fresh process that only builds the model
   (``load_model(cfg)``); both pay the Python/torch/ultralytics imports, as a user does.
 - in-process: ``load_model`` vs ``load_model`` + ``patch_model`` (verify on, GFLOPs on), after a warm-up, with the
   patch split into swap only (``verify=False``) and verification.
 
-    python benchmarks/verify.py                                # yolov7.yaml, frelu, 3 repeats
+    python benchmarks/verify.py --floor                        # yolov7.yaml, frelu: 3 runs of 3 repeats
+    python benchmarks/verify.py --floor --contention 2         # the same beside two CPU burners
     python benchmarks/verify.py --cfg yolov8n.yaml --act acon_c --repeats 5 --threads 1
     python benchmarks/verify.py --modes --cfgs yolov7.yaml yolov8n.yaml --repeats 3 --threads 1
 
@@ -82,6 +85,62 @@ def inprocess_times(cfg: str, act: str, repeats: int, imgsz: int) -> dict:
     return out
 
 
+def floor_times(cfg: str, act: str, repeats: int, imgsz: int) -> dict:
+    """The bare cost of the work verification does, each piece timed alone (median of ``repeats``), summed: the floor.
+
+    Verification performs: 2 meta copies (the unpatched and the patched model), 10 shape-only forwards on meta
+    (unpatched and patched in eval and train at two sizes, the fused copy in eval at both), one fuse of a meta copy,
+    3 small real forwards without gradients (eval at batch 1, train at batches 2 and 1) and 2 GFLOPs counts
+    (ultralytics' ``get_flops`` on meta copies, through ``model_flops``). Hooks, recording and comparing come on top of this floor.
+    """
+    import torch
+
+    from yolo_act_swap import patch_model
+    from yolo_act_swap.models import load_model
+    from yolo_act_swap.verify import META, check_sizes, fuse_copy, meta_copy, model_flops, one_thread, shape_mode
+    from yolo_act_swap.verify.checks import _forwards
+
+    model = load_model(cfg)
+    patch_model(model, act, imgsz=imgsz, verify=False, flops=False)
+    gs = max(int(model.stride.max()), 32)
+    sizes = check_sizes(imgsz, gs)
+    med = statistics.median
+
+    def timed(fn, n=repeats):
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+        return med(out)
+
+    copy_s = timed(lambda: meta_copy(model))
+    m = meta_copy(model)
+
+    def shapes():
+        with torch.no_grad(), shape_mode():
+            for mode in ("eval", "train"):
+                m.train(mode == "train")
+                for h, w in sizes:
+                    m(torch.empty(2, 3, h, w, device=META))
+
+    shape_s = timed(shapes) / 4  # one forward
+    fuse_s = timed(lambda: fuse_copy(meta_copy(model))) - copy_s
+    m.eval()
+    flops_s = timed(lambda: model_flops(m, imgsz))
+
+    def real():
+        with torch.no_grad(), one_thread():
+            for mode, n, hw in _forwards((gs, gs), 2, gs):
+                model.train(mode == "train")
+                model(torch.rand(n, 3, *hw))
+
+    real_s = timed(real)
+    parts = {"2 meta copies": 2 * copy_s, "10 shape forwards": 10 * shape_s, "fuse on meta": fuse_s,
+             "3 real forwards": real_s, "2 GFLOPs counts": 2 * flops_s}  # fmt: skip
+    return {**parts, "floor": sum(parts.values())}
+
+
 def _fake_mode():
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
@@ -139,6 +198,25 @@ def mode_table(cfgs: list[str], act: str, repeats: int, imgsz: int, env: dict) -
     return lines
 
 
+def one_run(args, env) -> dict[str, float]:
+    """One run's ratios: the command vs a plain build (processes), and in-process patch costs vs build and floor."""
+    med = statistics.median
+    out = {}
+    if not args.skip_process:
+        build, patch = process_times(args.cfg, args.act, args.repeats, env)
+        out["process: the command / build only"] = med(patch) / med(build)
+    ip = inprocess_times(args.cfg, args.act, args.repeats, args.imgsz)
+    b = med(ip["build"])
+    out["in-process: build + swap / build"] = (b + med(ip["swap"])) / b
+    out["in-process: build + patch + verify + GFLOPs / build"] = (b + med(ip["patch+verify"])) / b
+    if args.floor:
+        fl = floor_times(args.cfg, args.act, args.repeats, args.imgsz)
+        out["in-process: (patch + verify + GFLOPs - swap) / floor"] = (med(ip["patch+verify"]) - med(ip["swap"])) / fl[
+            "floor"]  # fmt: skip
+        out.update({f"  floor piece / floor: {k}": v / fl["floor"] for k, v in fl.items() if k != "floor"})
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cfg", default="yolov7.yaml")
@@ -146,7 +224,10 @@ def main(argv=None) -> int:
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="OMP/torch threads for both sides (0: leave as is)")
+    ap.add_argument("--runs", type=int, default=3, help="independent runs (ratios: median [range] of the runs)")
+    ap.add_argument("--contention", type=int, default=0, metavar="N", help="N CPU-burner processes beside the runs")
     ap.add_argument("--skip-process", action="store_true", help="only the in-process measurement")
+    ap.add_argument("--floor", action="store_true", help="also time the floor: verification's work, piece by piece")
     ap.add_argument("--modes", action="store_true", help="ShapeOnly vs plain meta vs FakeTensorMode (see above)")
     ap.add_argument("--cfgs", nargs="+", default=["yolov7.yaml", "yolov8n.yaml"], help="models for --modes")
     ap.add_argument("--mode-child", choices=list(MODES), help=argparse.SUPPRESS)
@@ -164,33 +245,26 @@ def main(argv=None) -> int:
     if args.mode_child:
         print(json.dumps(mode_child(args.cfg, args.act, args.mode_child, args.repeats, args.imgsz)))
         return 0
-    med = statistics.median
     if args.modes:
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
               f"threads {args.threads or 'default'}; --act {args.act}, imgsz {args.imgsz}; patch_model with verify + "
               f"GFLOPs; first call of a fresh process, then median of {args.repeats} warm calls; x = ratio to shapeonly")
         print("\n".join(mode_table(args.cfgs, args.act, args.repeats, args.imgsz, env)))
         return 0
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
-          f"{platform.python_version()}, torch {torch.__version__}; {args.cfg} --act {args.act}, imgsz {args.imgsz}, "
-          f"median of {args.repeats}")  # fmt: skip
-    rows = []
-    if not args.skip_process:
-        build, patch = process_times(args.cfg, args.act, args.repeats, env)
-        rows.append(("process: build only", med(build), 1.0))
-        rows.append((f"process: yolo-act-swap --cfg {args.cfg} --act {args.act}", med(patch), med(patch) / med(build)))
-    ip = inprocess_times(args.cfg, args.act, args.repeats, args.imgsz)
-    b = med(ip["build"])
-    rows.append(("in-process: build", b, 1.0))
-    rows.append(("in-process: build + swap (verify=False)", b + med(ip["swap"]), (b + med(ip["swap"])) / b))
-    rows.append(("in-process: build + patch + verify + GFLOPs", b + med(ip["patch+verify"]),
-                 (b + med(ip["patch+verify"])) / b))  # fmt: skip
-    rows.append(("  of which verification", med(ip["verify"]), med(ip["verify"]) / b))
-    w = max(len(r[0]) for r in rows)
-    print(f"{'':{w}}  {'seconds':>8}  {'x build':>8}")
-    for name, s, ratio in rows:
-        print(f"{name:{w}}  {s:8.2f}  {ratio:8.2f}")
-    print(f"torch threads in-process: {ip['threads']}; target: the yolo-act-swap command <= 1.50x build")
+    from benchmarks import harness
+
+    print(f"# {harness.settings_line(torch.get_num_threads(), args.contention)}")
+    print(f"# {args.cfg} --act {args.act}, imgsz {args.imgsz}; {args.runs} runs of {args.repeats} interleaved repeats "
+          f"(each ratio is taken within a run; median [range] of the runs)")  # fmt: skip
+    ratios: dict[str, list[float]] = {}
+    with harness.Burners(args.contention):
+        for _ in range(args.runs):
+            for k, v in one_run(args, env).items():
+                ratios.setdefault(k, []).append(v)
+    w = max(map(len, ratios))
+    for k, v in ratios.items():
+        print(f"{k:{w}}  {harness.spread(v)}")
+    print("targets: the command <= 1.20x a plain build (process); verification <= 1.50x its floor (in-process)")
     return 0
 
 

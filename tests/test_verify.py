@@ -245,3 +245,22 @@ def test_shape_mode_is_switchable_and_plain_meta_agrees():
     finally:
         set_shape_mode(prev)
     assert isinstance(shape_mode(), ShapeOnly)
+
+
+def test_verification_runs_single_threaded_and_restores_the_thread_count(v8):
+    """Verification's real forwards are tiny: they run on one thread (on a busy machine each op of a multi-threaded
+    region waits for a descheduled thread), and the caller's thread count comes back, also after a failure."""
+    model = copy.deepcopy(v8)
+    seen = []
+    hook = model.model[0].register_forward_pre_hook(lambda mod, x: seen.append(torch.get_num_threads()))
+    torch.set_num_threads(2)
+    try:
+        report = patch_model(model, "relu", imgsz=64)
+        assert report.verification.ok and seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ShapeMismatch):
+            patch_model(copy.deepcopy(v8), "glu", imgsz=64)
+        assert torch.get_num_threads() == 2
+    finally:
+        hook.remove()
+        torch.set_num_threads(1)

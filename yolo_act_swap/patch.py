@@ -25,7 +25,16 @@ from .errors import ActivationArgError, ActSwapError, PatchError, ShapeMismatch
 from .report import BlockReport, PatchReport
 from .select import as_specs, decide
 from .spec import ActSpec, SwapSpec, load_spec
-from .verify import Reference, act_name, act_output_shape, fmt_shape, model_flops, reference_shapes, verify_shapes
+from .verify import (
+    Reference,
+    act_name,
+    act_output_shape,
+    fmt_shape,
+    model_flops,
+    one_thread,
+    reference_shapes,
+    verify_shapes,
+)
 
 __all__ = ["PatchReport", "find_blocks", "patch_model", "register_patched_class", "unwrap_model"]
 
@@ -314,7 +323,7 @@ def patch_model(
     """
     t0 = time.perf_counter()
     root = unwrap_model(model)
-    with _Undo(root) as undo:  # from the start: the RNG state too is put back on any failure
+    with _Undo(root) as undo, one_thread():  # from the start: the RNG state too is put back on any failure
         specs = as_specs(spec, act)
         blocks, decisions = _select(root, specs)
         chosen = [(b, a) for b, a in zip(blocks, decisions) if a is not None]

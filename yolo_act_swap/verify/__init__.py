@@ -22,7 +22,7 @@ import torch.nn as nn
 from ..blocks import Site, find_blocks, unwrap_model
 from ..errors import PatchError
 from .checks import check_finite, fuse_copy, model_flops
-from .meta import META, meta_copy, preserved_state
+from .meta import META, meta_copy, one_thread, preserved_state
 from .shapeonly import ShapeOnly, set_shape_mode, shape_mode
 from .shapes import fmt_shape, shape_of
 from .trace import (
@@ -41,7 +41,7 @@ from .trace import (
 
 __all__ = [
     "META", "Reference", "ShapeOnly", "ShapeRun", "Site", "VerifyReport", "act_name", "act_output_shape",
-    "check_finite", "check_sizes", "fmt_shape", "fuse_copy", "meta_copy", "model_flops", "preserved_state",
+    "check_finite", "check_sizes", "fmt_shape", "fuse_copy", "meta_copy", "model_flops", "one_thread", "preserved_state",
     "reference_shapes", "set_shape_mode", "shape_mode", "shape_of", "verify_shapes",
 ]  # fmt: skip
 
@@ -122,8 +122,9 @@ def verify_shapes(
         reference = reference_shapes(unwrap_model(reference), sites, imgsz, batch)[0]
     report = VerifyReport()
     try:
-        error = _run_checks(model, reference, imgsz, sites, names, batch, report, fused=fused, flops=flops,
-                            finite=finite, finite_imgsz=finite_imgsz)  # fmt: skip
+        with one_thread():
+            error = _run_checks(model, reference, imgsz, sites, names, batch, report, fused=fused, flops=flops,
+                                finite=finite, finite_imgsz=finite_imgsz)  # fmt: skip
     finally:
         report.seconds = time.perf_counter() - t0
     if error is not None:
