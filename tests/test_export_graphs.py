@@ -231,3 +231,10 @@ def test_detector_runs_in_the_blocked_layout(act):
             assert rel(ort_run(data, x), first(model(x))) < 1e-4
     assert counts[act] == counts["silu"], counts
     assert "Max" not in opt, dict(opt)
+
+
+def test_meta_copy_fuses_without_folding(acon_detector):
+    """verify/'s shape checks fuse a meta-device copy: there is nothing to fold and nothing fails."""
+    model = copy.deepcopy(acon_detector).to("meta")
+    model.fuse(verbose=False)
+    assert sum(type(m) is AconC for m in model.modules()) == sum(type(m) is AconC for m in acon_detector.modules())

@@ -9,7 +9,8 @@ A block is folded only when all of these hold, else it is left exactly as it was
 
 - it holds no BatchNorm (ultralytics' fuse folded it) and computes ``act(conv(x))``: checked by running it on a small random
   input, so any block type that ends that way qualifies and nothing else does;
-- ``act`` is an ``AconC`` (per-channel beta; Meta-ACON's beta depends on the input) and the conv is float32/float64;
+- ``act`` is an ``AconC`` (per-channel beta; Meta-ACON's beta depends on the input) and the conv is float32/float64
+  with values (not on the meta device);
 - every ``|c|`` and ``|beta|`` lies in [``C_MIN``, ``1 / C_MIN``], so that the scaled weights, ``a = 1 / beta`` and
   ``b = p2 / c`` stay well inside FP16's range too (an export with ``half=True`` converts the folded model);
 - the folded block gives the same output on that input within ``TOL`` (relative).
@@ -50,6 +51,8 @@ def _foldable(block: nn.Module):
     if type(act) is not AconC or not isinstance(conv, nn.Conv2d) or type(conv) is not nn.Conv2d:
         return None
     if conv.weight.dtype not in (torch.float32, torch.float64) or act.p1.shape[1] != conv.out_channels:
+        return None
+    if conv.weight.is_meta or act.beta.is_meta:  # a shape-check copy (verify/) has no values to fold
         return None
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in block.modules()):
         return None  # not fused (and a probe would move a training BN's statistics)
