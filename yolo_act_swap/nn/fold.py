@@ -80,6 +80,7 @@ def _fold_block(block: nn.Module) -> bool:
         return False
     c = (act.beta * (act.p1 - act.p2)).reshape(-1)
     folded = FoldedAconC(1.0 / act.beta, act.p2 / c.reshape(act.p2.shape)).to(conv.weight.device)
+    folded.requires_grad_(act.beta.requires_grad)
     setattr(folded, ACT_TAG, getattr(act, ACT_TAG, "acon_c"))
     weight, bias = conv.weight.detach().clone(), None if conv.bias is None else conv.bias.detach().clone()
     conv.weight.mul_(c.to(conv.weight.dtype).reshape(-1, *([1] * (conv.weight.dim() - 1))))
