@@ -238,3 +238,14 @@ def test_meta_copy_fuses_without_folding(acon_detector):
     model = copy.deepcopy(acon_detector).to("meta")
     model.fuse(verbose=False)
     assert sum(type(m) is AconC for m in model.modules()) == sum(type(m) is AconC for m in acon_detector.modules())
+
+
+def test_folded_acon_loads_with_weights_only(tmp_path):
+    """A pickled fused model holding FoldedAconC loads through torch's weights_only unpickler (the allow-list)."""
+    from yolo_act_swap.checkpoints import register_safe_globals
+
+    register_safe_globals()
+    m = FoldedAconC(torch.full((4,), 0.5), torch.arange(4.0))
+    torch.save({"model": m}, tmp_path / "m.pt")
+    back = torch.load(tmp_path / "m.pt", weights_only=True)["model"]
+    assert type(back) is FoldedAconC and torch.equal(back.b, m.b)
