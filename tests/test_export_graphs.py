@@ -108,14 +108,17 @@ def test_activation_graph_is_lean_and_equal(name, fused, expected):
 
 
 def test_folded_acon_graph_and_values():
-    """FoldedAconC is a silu(z) + b z: five nodes, and the same values as ACON-C of z / c."""
+    """FoldedAconC is a silu(z) + b z: five nodes, and the same values as ACON-C of z / c (eval in NCHW and
+    channels_last, autograd, ONNX Runtime)."""
     act = randomize(AconC(16)).eval()
     c = (act.beta * (act.p1 - act.p2)).detach()
     folded = FoldedAconC((1 / act.beta).detach(), (act.p2 / c).detach()).eval()
     x = torch.randn(2, 16, 10, 12)
     with torch.no_grad():
         want = act(x)
-        assert rel(folded(x * c), want) < 1e-5
+        assert rel(folded(x * c), want) < 1e-5  # the one-pass eval kernel
+        y_cl = folded((x * c).contiguous(memory_format=torch.channels_last))
+        assert y_cl.is_contiguous(memory_format=torch.channels_last) and rel(y_cl, want) < 1e-5
         folded.train()
         assert rel(folded(x * c), want) < 1e-5  # the autograd form too
     data = to_onnx(folded.eval(), x * c)
