@@ -2,8 +2,8 @@
 
 For each activation, yolov8n (ultralytics ``yolov8n.yaml``, 80 classes) is built, patched with
 ``yolo_act_swap.patch_model``, given trained-looking weights (``benchmarks/models.perturb``), fused
-(``model.fuse()``: conv+BN and the BNs inside activations) and exported with ``torch.onnx.export`` (opset 17, batch 1,
-static imgsz). ONNX Runtime (CPU, ``--ort-threads`` intra-op threads, all graph optimisations) then runs every model
+(``model.fuse()``: conv+BN, the BNs inside activations, ACON-C's scale into its conv) and exported with
+``torch.onnx.export`` (opset 17, batch 1, static imgsz). ONNX Runtime (CPU, ``--ort-threads`` intra-op threads, all graph optimisations) then runs every model
 interleaved, ``--runs`` x (warm-up + ``--reps`` repetitions); ``x SiLU`` is the ratio to the SiLU model within each
 run (median [range]). ``max|d|`` is the largest difference between ONNX Runtime's and PyTorch's outputs, relative to
 their scale. ``ORT nodes`` counts the graph ONNX Runtime runs after its optimisations (written with
