@@ -2,11 +2,13 @@
 
 For each activation, yolov8n (ultralytics ``yolov8n.yaml``, 80 classes) is built, patched with
 ``yolo_act_swap.patch_model``, given trained-looking weights (``benchmarks/models.perturb``), fused
-(``model.fuse()``: conv+BN and the BNs inside activations) and exported with ``torch.onnx.export`` (opset 17, batch 1,
-static imgsz). ONNX Runtime (CPU, ``--ort-threads`` intra-op threads, all graph optimisations) then runs every model
+(``model.fuse()``: conv+BN, the BNs inside activations, ACON-C's scale into its conv) and exported with
+``torch.onnx.export`` (opset 17, batch 1, static imgsz). ONNX Runtime (CPU, ``--ort-threads`` intra-op threads, all graph optimisations) then runs every model
 interleaved, ``--runs`` x (warm-up + ``--reps`` repetitions); ``x SiLU`` is the ratio to the SiLU model within each
 run (median [range]). ``max|d|`` is the largest difference between ONNX Runtime's and PyTorch's outputs, relative to
-their scale.
+their scale. ``ORT nodes`` counts the graph ONNX Runtime runs after its optimisations (written with
+``SessionOptions.optimized_model_filepath``), ``reorders`` its NCHW <-> NCHWc copies (ReorderInput + ReorderOutput:
+two full passes over a feature map each time an op outside the blocked layout needs the tensor).
 
 Usage:
     python benchmarks/export_graphs.py                               # silu, frelu, acon_c, dy_relu_b at 320, 1 thread
@@ -22,6 +24,7 @@ import io
 import os
 import statistics
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -64,6 +67,20 @@ def export(act: str, cfg: str, imgsz: int):
     return f.getvalue(), x, y, counts
 
 
+def optimized_counts(data: bytes, so) -> collections.Counter:
+    """Node types of the graph ONNX Runtime actually runs (after its graph optimisations) for the model ``data``."""
+    import onnx
+    import onnxruntime as ort
+
+    opt = ort.SessionOptions()
+    opt.graph_optimization_level = so.graph_optimization_level
+    opt.log_severity_level = 3  # the "hardware specific" notice about saving an NCHWc graph
+    with tempfile.TemporaryDirectory() as tmp:
+        opt.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(data, opt, providers=["CPUExecutionProvider"])
+        return collections.Counter(n.op_type for n in onnx.load(opt.optimized_model_filepath).graph.node)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--acts", default="silu,frelu,acon_c,dy_relu_b", help="comma-separated activations (silu first)")
@@ -92,7 +109,9 @@ def main(argv=None) -> int:
         err = float((out - y).abs().max() / y.abs().max().clamp_min(1e-12))
         cases[act] = (lambda s=sess, f=feed: s.run(None, f))
         top = ", ".join(f"{k} {v}" for k, v in counts.most_common(6))
-        rows.append({"act": act, "nodes": sum(counts.values()), "top": top, "err": err})
+        opt = optimized_counts(data, so)
+        rows.append({"act": act, "nodes": sum(counts.values()), "top": top, "err": err, "ort": sum(opt.values()),
+                     "reorders": opt["ReorderInput"] + opt["ReorderOutput"]})
     print(f"# benchmarks/export_graphs.py: {harness.settings_line(threads, args.contention)}")
     print(f"# {args.cfg} batch 1 x {args.imgsz}, fused, opset 17; ONNX Runtime {ort.__version__}, "
           f"{args.ort_threads} intra-op thread(s); {args.runs} runs x (median of {args.reps} interleaved repetitions "
@@ -100,10 +119,12 @@ def main(argv=None) -> int:
     with harness.Burners(args.contention):
         runs = harness.interleave(cases, args.reps, args.warmup, args.runs, args.clock)
         print(f"# measured beside {args.contention} burner processes, load average {harness.load()}")
-    head = ["activation", "nodes", "most frequent node types", "ORT ms", "x SiLU [range]", "max|d|"]
+    head = ["activation", "nodes", "most frequent node types", "ORT nodes", "reorders", "ORT ms", "x SiLU [range]",
+            "max|d|"]
     lines = [head]
     for r in rows:
-        lines.append([r["act"], str(r["nodes"]), r["top"], f"{statistics.median(runs[r['act']]) * 1e3:.2f}",
+        lines.append([r["act"], str(r["nodes"]), r["top"], str(r["ort"]), str(r["reorders"]),
+                      f"{statistics.median(runs[r['act']]) * 1e3:.2f}",
                       harness.spread(harness.ratio_runs(runs, r["act"], "silu")), f"{r['err']:.1e}"])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(v.ljust(widths[i]) if i in (0, 2) else v.rjust(widths[i]) for i, v in enumerate(line))

@@ -52,8 +52,8 @@ def test_matrix_ops_per_format(matrix):
     assert set(ops["silu", "onnx"]) == {"Sigmoid", "Mul"}  # ONNX has no SiLU op
     assert ops["silu", "openvino"] == ["Swish"]  # OpenVINO has a native one
     assert ops["relu", "onnx"] == ["Relu"] and ops["relu", "openvino"] == ["Relu"]
-    assert {"Conv", "Max"} <= set(ops["frelu", "onnx"])  # the depthwise funnel conv and the max
-    assert {"GroupConvolution", "Maximum"} <= set(ops["frelu", "openvino"])
+    assert {"Conv", "Relu", "Add"} <= set(ops["frelu", "onnx"])  # x + relu(conv'(x)), see activations/graphs.py
+    assert {"GroupConvolution", "Relu", "Add"} <= set(ops["frelu", "openvino"])
     assert {"Sigmoid", "Mul"} <= set(ops["acon_c", "onnx"])
     assert ops["silu", "pytorch"] == ["SiLU"]
     assert all(r.x_silu == 1.0 for r in matrix if r.act == "silu")

@@ -26,6 +26,7 @@ from .functional import (
     run_blocks,
     same_layout,
 )
+from .graphs import acon_graph
 from .keywords import Bounds
 from .registry import register_activation
 
@@ -153,8 +154,8 @@ def _acon_inference(x, p1, p2, beta):
 
 
 def _acon(x, p1, p2, beta, compile=False):
-    if exporting():
-        return acon_formula(x, p1, p2, beta)
+    if exporting():  # per-channel beta: the graph ONNX Runtime keeps in its blocked layout (see graphs.py)
+        return acon_graph(x, p1, p2, beta) if isinstance(beta, nn.Parameter) else acon_formula(x, p1, p2, beta)
     if not torch.is_grad_enabled():
         return _acon_inference(x, p1, p2, beta)
     if compile:  # one fused kernel per pass; the compiler decides what to keep for the backward

@@ -26,6 +26,7 @@ from .functional import (
     fold_bn,
     run_blocks,
 )
+from .graphs import frelu_graph
 from .keywords import Bounds
 from .registry import register_activation
 
@@ -210,7 +211,10 @@ class FReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply FReLU to an (N, C, H, W) tensor."""
         bn = self.bn
-        if exporting():
+        if exporting():  # x + relu(conv'(x)) where ONNX Runtime allows (see graphs.py), else the plain max
+            y = frelu_graph(x, self.conv, bn)
+            if y is not None:
+                return y
             t = self.conv(x)
             return torch.maximum(x, t if bn is None else batch_norm(bn, t))
         if not torch.is_grad_enabled():  # inference: the max goes into the funnel's buffer

@@ -2,7 +2,8 @@
 
 ``ActSwapDetectionModel`` is an ultralytics ``DetectionModel`` that (1) re-applies the ``act_swap:`` spec of its YAML
 every time it is built, so rebuilds by the trainer, resumes and DDP workers reproduce the patched model, and (2) folds
-foldable activations (FReLU's BatchNorm) when ``fuse()`` is called, as ultralytics predict and export do.
+foldable activations (FReLU's BatchNorm, ACON-C's scale into its conv) when ``fuse()`` is called, as
+ultralytics predict and export do.
 
 Importing this module registers it with the patcher (``patch.register_patched_class``): ``patch_model`` turns a plain
 ``DetectionModel`` into an ``ActSwapDetectionModel``. ``import yolo_act_swap`` imports it.
@@ -13,9 +14,18 @@ from __future__ import annotations
 from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 from ultralytics.utils import LOGGER
 
+try:
+    from ultralytics.utils.torch_utils import is_qat
+except ImportError:  # ultralytics releases without QAT support
+
+    def is_qat(model) -> bool:
+        """No QAT in this ultralytics release."""
+        return False
+
 from ..activations.registry import fuse_activations
 from ..blend import BLEND_KEY
 from ..patch import patch_model, register_patched_class
+from .fold import fold_acon_into_convs
 
 
 class ActSwapDetectionModel(DetectionModel):
@@ -71,9 +81,13 @@ class ActSwapDetectionModel(DetectionModel):
             self.yaml["act_swap"], self.yaml[BLEND_KEY] = spec, marker
 
     def fuse(self, verbose=True, imgsz=640):
-        """Fuse conv+BN as ultralytics does, then fold the BatchNorms inside activations."""
+        """Fold the BatchNorms inside activations, fuse conv+BN as ultralytics does, then fold each ACON-C's
+        per-channel scale into the conv before it (``nn/fold.py``: the graph ONNX Runtime runs fastest)."""
         fuse_activations(self)
-        return super().fuse(verbose=verbose, imgsz=imgsz)
+        model = super().fuse(verbose=verbose, imgsz=imgsz)
+        if not is_qat(self):  # like ultralytics' own fuse: a QAT model's convs stay as trained
+            fold_acon_into_convs(self)
+        return model
 
 
 def log_swap(model, report) -> None:
