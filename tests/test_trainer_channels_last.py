@@ -163,3 +163,11 @@ def test_layout_decision_follows_the_device(cache, tmp_path):
     t = trainer(channels_last=True)
     t.device = torch.device("cuda")  # the decision only: nothing runs on the device
     assert defer_cpu_channels_last(t) is False and t.args.channels_last is True
+
+
+def test_is_channels_last_skips_kernels_that_cannot_tell():
+    """A depthwise or 1x1 weight is contiguous in both layouts; the first conv that tells them apart decides."""
+    m = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, groups=8), torch.nn.Conv2d(8, 8, 1), torch.nn.Conv2d(8, 4, 3))
+    assert not is_channels_last(m)
+    assert is_channels_last(m.to(memory_format=torch.channels_last))
+    assert not is_channels_last(torch.nn.Sequential(torch.nn.Conv2d(8, 8, 1)).to(memory_format=torch.channels_last))

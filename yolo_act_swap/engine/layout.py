@@ -23,17 +23,18 @@ _DEFERRED = "_yas_cpu_channels_last"  # trainer attribute: True while ultralytic
 
 
 def is_channels_last(model: torch.nn.Module) -> bool:
-    """True when ``model``'s first conv with a spatial kernel holds its weight in ``torch.channels_last``.
+    """True when ``model``'s first conv whose weight tells the layouts apart holds it in ``torch.channels_last``.
 
-    ``model`` may be ultralytics' ``AutoBackend`` (standalone validation), whose PyTorch model is not a submodule.
-    (A 1x1 kernel's weight is contiguous in both layouts, so it cannot tell.)
+    (A 1x1 kernel's weight, or a depthwise one's, is contiguous in both layouts and cannot tell.) ``model`` may be
+    ultralytics' ``AutoBackend`` (standalone validation), whose PyTorch model is not a submodule.
     """
     inner = getattr(getattr(model, "backend", None), "model", None)
     model = inner if isinstance(inner, torch.nn.Module) else model
     for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d) and m.weight.ndim == 4 and m.weight.shape[-2:] != (1, 1):
-            w = m.weight
-            return w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+        if isinstance(m, torch.nn.Conv2d) and m.weight.ndim == 4:
+            nhwc, nchw = m.weight.is_contiguous(memory_format=torch.channels_last), m.weight.is_contiguous()
+            if nhwc != nchw:
+                return nhwc
     return False
 
 
