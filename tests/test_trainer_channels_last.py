@@ -171,3 +171,13 @@ def test_is_channels_last_skips_kernels_that_cannot_tell():
     assert not is_channels_last(m)
     assert is_channels_last(m.to(memory_format=torch.channels_last))
     assert not is_channels_last(torch.nn.Sequential(torch.nn.Conv2d(8, 8, 1)).to(memory_format=torch.channels_last))
+
+
+def test_train_and_val_parsers_take_the_flag():
+    from yolo_act_swap.cli import train as train_cli
+    from yolo_act_swap.cli import val as val_cli
+
+    for parser, extra in ((train_cli.build_parser(), []), (val_cli.build_parser(), ["--weights", "best.pt"])):
+        assert parser.parse_args(extra).channels_last is None  # ultralytics' own choice
+        assert parser.parse_args([*extra, "--channels-last"]).channels_last is True
+        assert parser.parse_args([*extra, "--no-channels-last"]).channels_last is False
