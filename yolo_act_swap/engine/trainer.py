@@ -7,11 +7,11 @@ Attributes added to ultralytics' trainer:
 Hooks overridden (all public ultralytics methods): ``get_dataset`` (one-line ``DataError``s), ``get_model`` (build
 from a model dict whose ``act_swap:`` key is re-applied at every build: fresh runs, ``Model.train()`` rebuilds,
 ``--resume`` and DDP workers alike), ``setup_model`` (``pretrained=`` through ``models.load_model``; the run folder's
-model YAML; AMP deferral), ``build_optimizer`` (activation parameters in groups of their own, ``engine.optim``),
-``preprocess_batch`` (images in the model's memory layout, ``engine.layout``), ``train`` (DDP workers get the
-model dict), ``get_validator`` (``ActSwapValidator``), ``final_eval`` (writes
-``act_swap_result.json``). Callbacks: ``engine.callbacks.CALLBACKS`` (AMP decision, epoch timing, and ``engine.transition``: the
-blended transition's ramp and collapse, BN recalibration).
+model YAML; AMP deferral; channels_last on CPU), ``build_optimizer`` (activation parameters in groups of their own,
+``engine.optim``), ``preprocess_batch`` (images in the model's memory layout, ``engine.layout``), ``train`` (DDP
+workers get the model dict), ``get_validator`` (``ActSwapValidator``), ``final_eval`` (writes
+``act_swap_result.json``). Callbacks: ``engine.callbacks.CALLBACKS`` (AMP decision, channels_last restore, epoch
+timing, and ``engine.transition``: the blended transition's ramp and collapse, BN recalibration).
 
 Examples:
     >>> trainer = ActSwapTrainer(overrides={"model": "runs/train/exp/yolov8n.yaml", "data": "demo", "epochs": 3})
