@@ -303,7 +303,8 @@ def main(argv=None) -> int:
             print(f"# skipped {cfg}: {type(e).__name__}: {e}")
             continue
         print(f"# {cfg}: {time.perf_counter() - t0:.0f} s, load average {harness.load()}", flush=True)
-    print()
+        print(table([r for r in rows if r["model"] == Path(cfg).stem], args) + "\n", flush=True)  # kept if cut short
+    print("# all models")
     print(table(rows, args))
     print(f"\n# done; {harness.settings_line(threads, args.contention)}")
     return 0
