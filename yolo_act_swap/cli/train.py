@@ -3,6 +3,7 @@ train.py; other ultralytics train args pass through as ``key=value``)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from .common import (
 TRAIN_FLAGS = {"model": "--cfg", "pretrained": "--weights", "data": "--data", "epochs": "--epochs",
                "batch": "--batch-size", "imgsz": "--img-size", "device": "--device", "workers": "--workers",
                "project": "--project", "name": "--name", "resume": "--resume", "seed": "--seed",
-               "exist_ok": "--exist-ok", "save_dir": "--project/--name"}
+               "exist_ok": "--exist-ok", "save_dir": "--project/--name", "channels_last": "--channels-last"}
 
 
 def build_parser() -> Parser:
@@ -57,6 +58,9 @@ def build_parser() -> Parser:
     p.add_argument("--recalibrate-bn", type=int, default=0, metavar="N",
                    help="after the abrupt swap of --weights to --act, refresh BatchNorm statistics from N training "
                    "batches (no gradients) before training")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="train (and validate) with the model and batches in channels_last (NHWC), on CPU too; "
+                   "default: ultralytics' choice, channels_last on CUDA only")
     add_trust_checkpoint(p)
     add_verbose(p)
     add_overrides(p, "other ultralytics train args")
@@ -79,7 +83,7 @@ def _resume(args, extra: dict) -> dict:
     if ckpt is not True and not Path(ckpt).is_file():
         raise ModelError(f"--resume checkpoint not found: {ckpt}; pass a last.pt or use --resume alone")
     over = {k: v for k, v in {"device": args.device, "workers": args.workers, "batch": args.batch_size,
-                              "imgsz": args.img_size}.items() if v is not None}
+                              "imgsz": args.img_size, "channels_last": args.channels_last}.items() if v is not None}
     return resume(ckpt, **over, **extra)
 
 
@@ -97,6 +101,7 @@ def _train(args, extra: dict) -> dict:
         "seed": args.seed,
         **({"device": args.device} if args.device is not None else {}),
         **({"workers": args.workers} if args.workers is not None else {}),
+        **({"channels_last": args.channels_last} if args.channels_last is not None else {}),
     }
     return train(cfg=args.cfg, weights=args.weights, data=args.data, act=args.act, spec=args.spec,
                  new_head=args.new_head, transition=args.transition, recalibrate_bn=args.recalibrate_bn, **over,

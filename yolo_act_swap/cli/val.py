@@ -3,6 +3,7 @@ YOLOv5/YOLOv7 val.py/test.py; other ultralytics val args pass through as ``key=v
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from .common import (
@@ -19,7 +20,7 @@ from .common import (
 # Ultralytics val args that have a flag of their own: key -> flag (``key=value`` is refused for them).
 VAL_FLAGS = {"model": "--weights", "data": "--data", "imgsz": "--img-size", "batch": "--batch-size",
              "device": "--device", "save_json": "--save-json", "split": "--task", "project": "--project",
-             "name": "--name", "exist_ok": "--exist-ok"}
+             "name": "--name", "exist_ok": "--exist-ok", "channels_last": "--channels-last"}
 
 
 def build_parser() -> Parser:
@@ -37,6 +38,9 @@ def build_parser() -> Parser:
     p.add_argument("--task", default="val", choices=("train", "val", "test"), help="dataset split to validate")
     p.add_argument("--save-json", action="store_true", help="save COCO-format predictions and report official COCO mAP")
     add_run_folder(p, "runs/val")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the model and batches in channels_last (NHWC); default: ultralytics' choice, "
+                   "channels_last on CUDA and on x86 CPUs with oneDNN")
     add_trust_checkpoint(p)
     add_verbose(p)
     add_overrides(p, "other ultralytics val args")
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = parse_overrides(args.overrides, VAL_FLAGS)
     with trusting(args.trust_checkpoint):
         result = val(args.weights, data=args.data, imgsz=args.img_size, batch=args.batch_size, device=args.device,
-                     save_json=args.save_json, split=args.task, project=str(Path(args.project).resolve()),
+                     save_json=args.save_json, split=args.task, channels_last=args.channels_last, project=str(Path(args.project).resolve()),
                      name=args.name, exist_ok=args.exist_ok, **extra)
     print(metrics_table(result))
     print(f"yolo-act-swap: results saved to {result['save_dir']}")

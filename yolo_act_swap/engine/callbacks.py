@@ -11,6 +11,7 @@ import time
 
 from . import transition
 from .amp import decide_amp
+from .layout import restore_channels_last
 
 
 def on_train_epoch_start(trainer):
@@ -28,7 +29,7 @@ def on_train_epoch_end(trainer):
 
 # ultralytics event -> our callbacks, added after ultralytics' own (and integrations') callbacks
 CALLBACKS = {
-    "on_pretrain_routine_end": [decide_amp],
+    "on_pretrain_routine_end": [restore_channels_last, decide_amp],
     "on_train_start": [transition.on_train_start],
     "on_train_epoch_start": [on_train_epoch_start, transition.on_train_epoch_start],
     "on_train_batch_start": [transition.on_train_batch_start],

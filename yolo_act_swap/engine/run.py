@@ -217,7 +217,8 @@ def collect(run_dir, device=None) -> dict:
         raise ActSwapError(f"{run_dir}: training is not over (or best.pt is missing); resume it instead")
     targs = ckpt.get("train_args") or {}
     r = val(best, data=targs.get("data"), imgsz=targs.get("imgsz"), batch=int(targs.get("batch") or 16),
-            device=device, project=str(run_dir), name="final_val", exist_ok=True)
+            device=device, channels_last=targs.get("channels_last"), project=str(run_dir), name="final_val",
+            exist_ok=True)
     rows = read_results_csv(run_dir / "results.csv")
     train_time = float(rows[-1].get("time") or 0.0) if rows else 0.0
     result = {

@@ -7,10 +7,11 @@ Attributes added to ultralytics' trainer:
 Hooks overridden (all public ultralytics methods): ``get_dataset`` (one-line ``DataError``s), ``get_model`` (build
 from a model dict whose ``act_swap:`` key is re-applied at every build: fresh runs, ``Model.train()`` rebuilds,
 ``--resume`` and DDP workers alike), ``setup_model`` (``pretrained=`` through ``models.load_model``; the run folder's
-model YAML; AMP deferral), ``build_optimizer`` (activation parameters in groups of their own, ``engine.optim``),
-``train`` (DDP workers get the model dict), ``get_validator`` (``ActSwapValidator``), ``final_eval`` (writes
-``act_swap_result.json``). Callbacks: ``engine.callbacks.CALLBACKS`` (AMP decision, epoch timing, and ``engine.transition``: the
-blended transition's ramp and collapse, BN recalibration).
+model YAML; AMP deferral; channels_last on CPU), ``build_optimizer`` (activation parameters in groups of their own,
+``engine.optim``), ``preprocess_batch`` (images in the model's memory layout, ``engine.layout``), ``train`` (DDP
+workers get the model dict), ``get_validator`` (``ActSwapValidator``), ``final_eval`` (writes
+``act_swap_result.json``). Callbacks: ``engine.callbacks.CALLBACKS`` (AMP decision, channels_last restore, epoch
+timing, and ``engine.transition``: the blended transition's ramp and collapse, BN recalibration).
 
 Examples:
     >>> trainer = ActSwapTrainer(overrides={"model": "runs/train/exp/yolov8n.yaml", "data": "demo", "epochs": 3})
@@ -35,6 +36,7 @@ from ..io import atomic_write_text
 from ..models import build_detection_model, load_model, load_model_cfg
 from .amp import defer_amp_check
 from .callbacks import add_callbacks
+from .layout import batch_to_layout, defer_cpu_channels_last, is_channels_last
 from .optim import ACT_GROUP_KEY, add_activation_param_groups
 from .result import write_result
 from .validator import ActSwapValidator
@@ -44,7 +46,8 @@ class ActSwapTrainer(DetectionTrainer):
     """Ultralytics ``DetectionTrainer`` for patched models.
 
     Pass ``model=`` a model YAML (path or dict) whose ``act_swap:`` key holds the swap spec, or a checkpoint to resume;
-    ``pretrained=`` a checkpoint to start from. Everything else is ultralytics' train args.
+    ``pretrained=`` a checkpoint to start from. Everything else is ultralytics' train args; ``channels_last=True``
+    trains in NHWC on CPU too, where ultralytics alone ignores it (``engine.layout``).
     """
 
     def __init__(self, cfg=None, overrides=None, _callbacks=None):
@@ -83,9 +86,18 @@ class ActSwapTrainer(DetectionTrainer):
 
     def setup_model(self):
         """Ultralytics' first setup step: keep the model YAML in the run folder, defer the AMP check (``engine.amp``),
-        load ``pretrained=`` with ``models.load_model``, and keep the checkpoint of a resume."""
+        load ``pretrained=`` with ``models.load_model``, keep the checkpoint of a resume, and move the model to
+        channels_last on CPU when ``channels_last=True`` (``engine.layout``; ultralytics does it on CUDA)."""
         self._write_model_yaml()
         defer_amp_check(self)
+        nhwc = defer_cpu_channels_last(self)
+        ckpt = self._load_model()
+        if nhwc and isinstance(self.model, torch.nn.Module):
+            self.model = self.model.to(memory_format=torch.channels_last)  # before the EMA copy is made
+        return ckpt
+
+    def _load_model(self):
+        """The model from ``pretrained=`` (``models.load_model``), or ultralytics' setup (fresh run or resume)."""
         if isinstance(self.model, torch.nn.Module):
             return None
         pretrained = self.args.pretrained
@@ -123,6 +135,11 @@ class ActSwapTrainer(DetectionTrainer):
         return optimizer
 
     # --- training
+    def preprocess_batch(self, batch: dict) -> dict:
+        """Ultralytics' preprocessing, with the images in channels_last when the model is (``engine.layout``)."""
+        batch = super().preprocess_batch(batch)
+        return batch_to_layout(batch, is_channels_last(unwrap_model(self.model)))
+
     def train(self):
         """Train; DDP workers receive the model dict itself, since the launcher deletes the run folder first."""
         if self.ddp and isinstance(self.model, (str, Path)) and str(self.model).endswith((".yaml", ".yml")):

@@ -26,6 +26,7 @@ from ..io import atomic_write_text
 from ..models import load_model
 from ..safe_load import load_checkpoint
 from ..tables import format_table
+from .layout import batch_to_layout, is_channels_last
 
 VAL_FILE = "act_swap_val.json"
 METRIC_KEYS = ("precision", "recall", "mAP50", "mAP50-95")
@@ -74,12 +75,14 @@ class ActSwapValidator(DetectionValidator):
 
     The data YAML's ``coco_annotations:`` key (written by the demo generator and the COCO-JSON converter, or added by
     hand) maps each split to its annotation file; ``category_ids:`` maps class indices to COCO category ids.
-    Overrides only public hooks: ``init_metrics``, ``pred_to_json``, ``update_metrics``, ``eval_json``,
+    Overrides only public hooks: ``init_metrics`` (also notes the model's memory layout), ``preprocess`` (images in
+    that layout, ``engine.layout``), ``pred_to_json``, ``update_metrics``, ``eval_json``,
     ``print_results`` (skipped when ``print_table`` is False: ``val()`` returns the figures and the command prints
     them once, as ``metrics_table``).
     """
 
     print_table = True
+    model_channels_last = False  # set by init_metrics: the model holds its weights in channels_last
 
     def print_results(self):
         """Ultralytics' per-class table, unless the caller prints its own."""
@@ -89,6 +92,7 @@ class ActSwapValidator(DetectionValidator):
     def init_metrics(self, model):
         """Ultralytics' setup, then switch ``save_json`` to the original COCO file when the data names one."""
         super().init_metrics(model)
+        self.model_channels_last = is_channels_last(model)
         self.coco_anno = None
         split = self.args.split or "val"
         anno = (self.data.get("coco_annotations") or {}).get(split) if isinstance(self.data, dict) else None
@@ -109,6 +113,10 @@ class ActSwapValidator(DetectionValidator):
         self.is_custom_json = False  # ultralytics' label-rebuilt ground truth is not needed: we have the original
         self.gdict, self.build_gdict, self.eval_ids = None, False, None
         self._seen_ids = []
+
+    def preprocess(self, batch):
+        """Ultralytics' preprocessing, with the images in channels_last when the model is (``engine.layout``)."""
+        return batch_to_layout(super().preprocess(batch), self.model_channels_last)
 
     def _image_id(self, im_file: str):
         parts = Path(im_file).parts
@@ -203,7 +211,7 @@ def _checked_model(weights, data, split):
 
 
 def val(weights, data=None, imgsz: int | None = None, batch: int = 32, device=None, save_json: bool = False,
-        split: str = "val", **overrides) -> dict:
+        split: str = "val", channels_last: bool | None = None, **overrides) -> dict:
     """Validate a checkpoint.
 
     Args:
@@ -214,6 +222,8 @@ def val(weights, data=None, imgsz: int | None = None, batch: int = 32, device=No
         device (str, optional): ``cpu``, ``0`` ... (default: GPU 0 if any).
         save_json (bool): write COCO-format predictions and compute the official COCO mAP where possible.
         split (str): dataset split to validate.
+        channels_last (bool, optional): run the model in channels_last (NHWC); None: ultralytics' choice, which is
+            channels_last on CUDA and on x86 CPUs with oneDNN (``engine.layout``).
         **overrides: other ultralytics val args (``conf``, ``iou``, ``half`` ...).
 
     Returns:
@@ -225,7 +235,8 @@ def val(weights, data=None, imgsz: int | None = None, batch: int = 32, device=No
             "save_json": save_json, "split": split, "mode": "val", "task": "detect",
             "plots": overrides.pop("plots", False),
             "rect": overrides.pop("rect", True),  # rectangular batches with 0.5-stride padding, as the trainer validates
-            **({"device": device} if device is not None else {}), **overrides}
+            **({"device": device} if device is not None else {}),
+            **({"channels_last": bool(channels_last)} if channels_last is not None else {}), **overrides}
     validator = ActSwapValidator(args=args)
     validator.print_table = False  # the figures come back in the result; metrics_table() prints them once
     stats = validator()
