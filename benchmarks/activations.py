@@ -108,6 +108,19 @@ class Case:
         return statistics.median(self.times) * 1e3
 
 
+CLONE = "x.clone()"
+
+
+class Clone:
+    """``x.clone()`` of the benchmark's input: the memory-traffic floor the ``clones`` column divides by."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x, self.runs = x, []
+
+    def step(self) -> None:
+        self.x.clone()
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -196,6 +209,8 @@ def bench_size(shape, args, device, dtype) -> list[dict]:
     infos = [i for i in list_activations() if i.shape_preserving and (only is None or i.name in only | {"silu"})]
     cases: dict[str, Case] = {}
     rows = []
+    xd = x.detach()
+    cases[CLONE] = Clone(xd)  # the memory-traffic floor: one read and one write of the input
     for info in infos:
         m = create_activation(info.name, c)
         if info.channel_aware:
@@ -228,7 +243,8 @@ def bench_size(shape, args, device, dtype) -> list[dict]:
     mem = {}
     if not args.no_memory:
         for label, case in cases.items():
-            mem[label] = memory(case)
+            if label != CLONE:
+                mem[label] = memory(case)
     fmap = x.numel() * x.element_size()
     for row in rows:
         case = cases[row["case"]]
@@ -236,6 +252,10 @@ def bench_size(shape, args, device, dtype) -> list[dict]:
         row["ms_runs"] = [t * 1e3 for t in case.runs]
         row["x_silu_runs"] = harness.ratio_runs(runs, row["case"], "silu")
         row["x_silu"] = statistics.median(row["x_silu_runs"])
+        row["clones_runs"] = harness.ratio_runs(runs, row["case"], CLONE)
+        row["clone_ms"] = statistics.median(runs[CLONE]) * 1e3
+        if "compiled" in row:
+            row["compiled_clones_runs"] = harness.ratio_runs(runs, row["compiled"], CLONE)
         for key in ("ref", "vec"):
             if key in row:
                 row[f"over_{key}_runs"] = harness.ratio_runs(runs, row["case"], row[key])
@@ -377,15 +397,15 @@ def fmt(v, spec):
 
 def table(rows: list[dict], with_memory: bool, with_compile: bool) -> str:
     silu_ms = next((r["ms"] for r in rows if r["name"] == "silu"), None)
-    head = ["activation", "fwd+bwd ms", "x SiLU [range of runs]"]
+    head = ["activation", "fwd+bwd ms", "x SiLU [range of runs]", "clones [range]"]
     if with_memory:
         head += ["peak MiB", "peak x SiLU", "kept maps"]
     head += ["ref ms", "ours/ref [range]", "vec ms", "ours/vec [range]", "ref peak MiB", "ref kept", "max rel diff"]
     if with_compile:
-        head += ["compiled ms", "x SiLU"] + (["peak x SiLU", "kept maps"] if with_memory else [])
+        head += ["compiled ms", "x SiLU", "clones"] + (["peak x SiLU", "kept maps"] if with_memory else [])
     lines = [head]
     for r in rows:
-        line = [r["name"], fmt(r["ms"], ".2f"), harness.spread(r["x_silu_runs"])]
+        line = [r["name"], fmt(r["ms"], ".2f"), harness.spread(r["x_silu_runs"]), harness.spread(r["clones_runs"], ".1f")]
         if with_memory:
             line += [fmt(r.get("peak_mib"), ".1f"), fmt(r.get("peak_x_silu"), ".2f"), fmt(r.get("kept_maps"), ".2f")]
         ref, vec = r.get("ref_ms"), r.get("vec_ms")
@@ -400,7 +420,8 @@ def table(rows: list[dict], with_memory: bool, with_compile: bool) -> str:
         ]
         if with_compile:
             c = r.get("compiled_ms")
-            line += [fmt(c, ".2f"), fmt(c / silu_ms if c and silu_ms else None, ".2f")]
+            line += [fmt(c, ".2f"), fmt(c / silu_ms if c and silu_ms else None, ".2f"),
+                     harness.spread(r.get("compiled_clones_runs", []), ".1f")]
             if with_memory:
                 line += [fmt(r.get("compiled_peak_x_silu"), ".2f"), fmt(r.get("compiled_kept_maps"), ".2f")]
         lines.append(line)

@@ -34,6 +34,8 @@ __all__ = [
     "fold_bn",
     "global_avg_pool",
     "plain_ops",
+    "pool_workers",
+    "pooled_mean",
     "run_blocks",
     "same_layout",
     "planes",
@@ -259,6 +261,23 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def pooled_mean(x: torch.Tensor) -> torch.Tensor:
+    """``x.mean((2, 3))`` of an (N, C, H, W) tensor; NCHW on CPU with the worker pool: block by block on the pool
+    (one join instead of a parallel region that waits for a descheduled thread), each block's means exact as the
+    whole-tensor op's."""
+    view = planes(x) if x.dim() == 4 and x.device.type == "cpu" and not torch.jit.is_scripting() else None
+    if view is None or not view[2]:
+        return x.mean((2, 3))
+    x3 = view[0]
+    blocks = chunk_slices(x3)
+    if not pool_workers(x.device, len(blocks)):
+        return x.mean((2, 3))
+    out = torch.empty(x.shape[:2], dtype=x.dtype, device=x.device)
+    for (ns, cs), part in zip(blocks, run_blocks(lambda b: x3[b].mean(-1), blocks, x.device)):
+        out[ns, cs] = part
+    return out
+
+
 class _GlobalAvgPool(torch.autograd.Function):
     """``x.mean((2, 3))`` whose backward returns a broadcast view instead of a dense feature map.
 
@@ -268,7 +287,7 @@ class _GlobalAvgPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         ctx.shape = x.shape
-        return x.mean((2, 3))
+        return pooled_mean(x)
 
     @staticmethod
     def backward(ctx, g):
@@ -278,8 +297,10 @@ class _GlobalAvgPool(torch.autograd.Function):
 
 def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C) spatial mean; memory-lean backward when gradients are recorded."""
-    if plain_ops(x) or not x.requires_grad:
+    if exporting():
         return x.mean((2, 3))
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return pooled_mean(x)
     return _GlobalAvgPool.apply(x)
 
 
