@@ -532,3 +532,21 @@ def test_pooled_mean_on_the_pool_equals_mean(two_workers):
     torch.testing.assert_close(functional.pooled_mean(x), x.mean((2, 3)), atol=1e-14, rtol=1e-14)
     xl = x.contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(functional.pooled_mean(xl), x.mean((2, 3)), atol=1e-14, rtol=1e-14)
+
+
+def test_benchmark_prints_clones_and_the_spread():
+    """benchmarks/activations.py (a short run): every row has its x.clone() ratio, and each table its run-to-run
+    spread; the clock follows the thread count (CPU time at one thread). No timing is asserted."""
+    import os
+    import subprocess
+    import sys
+
+    script = _REF_PATH.parent / "activations.py"
+    env = {**os.environ, "PYTHONPATH": str(_REF_PATH.parents[1])}
+    out = subprocess.run(
+        [sys.executable, str(script), "--quick", "--only", "acon_c", "--no-memory", "--no-fused", "--runs", "2",
+         "--threads", "1", "--no-reexec"], capture_output=True, text=True, env=env, timeout=300, check=True,
+    ).stdout
+    assert "clones [range]" in out and "ratios repeat within +-" in out and "cpu clock" in out
+    row = next(line for line in out.splitlines() if line.startswith("acon_c"))
+    assert len(row.split()) >= 6
