@@ -45,6 +45,7 @@ if __name__ == "__main__":
 import torch
 import torch.nn as nn
 
+from benchmarks.act_tables import contention_table, fused_table, table
 from benchmarks.reference import REFERENCES, VECTORISED, ReferenceModule
 from yolo_act_swap.activations import create_activation, list_activations
 
@@ -206,80 +207,79 @@ def check(ours: nn.Module, ref: nn.Module, x: torch.Tensor, g: torch.Tensor, aut
     return worst
 
 
+def _add_cases(info, c, x, g, args, autocast, cases: dict) -> dict:
+    """One activation's candidates (ours, the references, compile=true) into ``cases``; returns its table row."""
+    device = x.device
+    m = create_activation(info.name, c)
+    if info.channel_aware:
+        perturb(m)
+    m = m.to(device).train()
+    row = {"name": info.name, "kind": info.kind, "case": info.name}
+    cases[info.name] = Case(info.name, m, x, g, autocast)
+    if info.name in REFERENCES:
+        ref = ReferenceModule(copy.deepcopy(m)).to(device).train()
+        cases[info.name + "/ref"] = Case(info.name + "/ref", ref, x, g, autocast)
+        row["ref"] = info.name + "/ref"
+        row["err"] = check(copy.deepcopy(m), copy.deepcopy(ref), x, g, autocast)
+        if info.name in VECTORISED:
+            vec = ReferenceModule(copy.deepcopy(m), VECTORISED[info.name]).to(device).train()
+            cases[info.name + "/vec"] = Case(info.name + "/vec", vec, x, g, autocast)
+            row["vec"] = info.name + "/vec"
+    if args.compile and (info.channel_aware or info.name == "silu"):
+        cm = copy.deepcopy(m)
+        if hasattr(cm, "use_compile"):  # the activation's own compile=True option (same weights)
+            cm.use_compile = True
+        else:
+            cm = torch.compile(cm)
+        cases[info.name + "/compiled"] = Case(info.name + "/compiled", cm, x, g, autocast)
+        row["compiled"] = info.name + "/compiled"
+        t0 = time.perf_counter()  # the first call compiles (the on-disk inductor cache may make it shorter)
+        cases[info.name + "/compiled"].step()
+        row["compile_s"] = time.perf_counter() - t0
+    return row
+
+
+def _fill_row(row: dict, runs: dict, mem: dict, fmap: int) -> None:
+    """Times, ratios (x SiLU, clones, ours/ref) and memory of one row, from the interleaved runs."""
+    row["ms"] = statistics.median(runs[row["case"]]) * 1e3
+    row["ms_runs"] = [t * 1e3 for t in runs[row["case"]]]
+    row["x_silu_runs"] = harness.ratio_runs(runs, row["case"], "silu")
+    row["x_silu"] = statistics.median(row["x_silu_runs"])
+    row["clones_runs"] = harness.ratio_runs(runs, row["case"], CLONE)
+    row["clone_ms"] = statistics.median(runs[CLONE]) * 1e3
+    if "compiled" in row:
+        row["compiled_clones_runs"] = harness.ratio_runs(runs, row["compiled"], CLONE)
+    for key in ("ref", "vec"):
+        if key in row:
+            row[f"over_{key}_runs"] = harness.ratio_runs(runs, row["case"], row[key])
+    if mem:
+        row["peak_mib"] = mem[row["case"]][0] / 2**20
+        row["peak_x_silu"] = mem[row["case"]][0] / max(mem["silu"][0], 1)
+        row["kept_maps"] = mem[row["case"]][1] / fmap
+    for key in ("ref", "vec", "compiled"):
+        if key in row:
+            row[key + "_ms"] = statistics.median(runs[row[key]]) * 1e3
+            if mem and row[key] in mem:
+                row[key + "_peak_mib"] = mem[row[key]][0] / 2**20
+                row[key + "_peak_x_silu"] = mem[row[key]][0] / max(mem["silu"][0], 1)
+                row[key + "_kept_maps"] = mem[row[key]][1] / fmap
+
+
 def bench_size(shape, args, device, dtype) -> list[dict]:
-    n, c, h, w = shape
+    """Training-mode rows for one input shape: every candidate interleaved with ``x.clone()`` (the clones column)."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(shape, generator=gen).to(device=device, dtype=dtype).requires_grad_()
     g = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
     autocast = None if dtype == torch.float32 else dtype
     only = set(args.only.split(",")) if args.only else None
     infos = [i for i in list_activations() if i.shape_preserving and (only is None or i.name in only | {"silu"})]
-    cases: dict[str, Case] = {}
-    rows = []
-    xd = x.detach()
-    cases[CLONE] = Clone(xd)  # the memory-traffic floor: one read and one write of the input
-    for info in infos:
-        m = create_activation(info.name, c)
-        if info.channel_aware:
-            perturb(m)
-        m = m.to(device).train()
-        row = {"name": info.name, "kind": info.kind, "case": info.name}
-        cases[info.name] = Case(info.name, m, x, g, autocast)
-        if info.name in REFERENCES:
-            ref = ReferenceModule(copy.deepcopy(m)).to(device).train()
-            cases[info.name + "/ref"] = Case(info.name + "/ref", ref, x, g, autocast)
-            row["ref"] = info.name + "/ref"
-            row["err"] = check(copy.deepcopy(m), copy.deepcopy(ref), x, g, autocast)
-            if info.name in VECTORISED:
-                vec = ReferenceModule(copy.deepcopy(m), VECTORISED[info.name]).to(device).train()
-                cases[info.name + "/vec"] = Case(info.name + "/vec", vec, x, g, autocast)
-                row["vec"] = info.name + "/vec"
-        if args.compile and (info.channel_aware or info.name == "silu"):
-            cm = copy.deepcopy(m)
-            if hasattr(cm, "use_compile"):  # the activation's own compile=True option (same weights)
-                cm.use_compile = True
-            else:
-                cm = torch.compile(cm)
-            cases[info.name + "/compiled"] = Case(info.name + "/compiled", cm, x, g, autocast)
-            row["compiled"] = info.name + "/compiled"
-            t0 = time.perf_counter()  # the first call compiles (the on-disk inductor cache may make it shorter)
-            cases[info.name + "/compiled"].step()
-            row["compile_s"] = time.perf_counter() - t0
-        rows.append(row)
+    cases = {CLONE: Clone(x.detach())}  # the memory-traffic floor: one read and one write of the input
+    rows = [_add_cases(info, shape[1], x, g, args, autocast, cases) for info in infos]
     runs = harness.interleave({k: c.step for k, c in cases.items()}, args.reps, args.warmup, args.runs, args.clock,
                               lambda: sync(device))
-    for k, c in cases.items():
-        c.runs = runs[k]
-    mem = {}
-    if not args.no_memory:
-        for label, case in cases.items():
-            if label != CLONE:
-                mem[label] = memory(case)
-    fmap = x.numel() * x.element_size()
+    mem = {k: memory(c) for k, c in cases.items() if k != CLONE} if not args.no_memory else {}
     for row in rows:
-        case = cases[row["case"]]
-        row["ms"] = statistics.median(case.runs) * 1e3
-        row["ms_runs"] = [t * 1e3 for t in case.runs]
-        row["x_silu_runs"] = harness.ratio_runs(runs, row["case"], "silu")
-        row["x_silu"] = statistics.median(row["x_silu_runs"])
-        row["clones_runs"] = harness.ratio_runs(runs, row["case"], CLONE)
-        row["clone_ms"] = statistics.median(runs[CLONE]) * 1e3
-        if "compiled" in row:
-            row["compiled_clones_runs"] = harness.ratio_runs(runs, row["compiled"], CLONE)
-        for key in ("ref", "vec"):
-            if key in row:
-                row[f"over_{key}_runs"] = harness.ratio_runs(runs, row["case"], row[key])
-        if mem:
-            row["peak_mib"] = mem[row["case"]][0] / 2**20
-            row["peak_x_silu"] = mem[row["case"]][0] / max(mem["silu"][0], 1)
-            row["kept_maps"] = mem[row["case"]][1] / fmap
-        for key in ("ref", "vec", "compiled"):
-            if key in row:
-                row[key + "_ms"] = statistics.median(cases[row[key]].runs) * 1e3
-                if mem and row[key] in mem:
-                    row[key + "_peak_mib"] = mem[row[key]][0] / 2**20
-                    row[key + "_peak_x_silu"] = mem[row[key]][0] / max(mem["silu"][0], 1)
-                    row[key + "_kept_maps"] = mem[row[key]][1] / fmap
+        _fill_row(row, runs, mem, x.numel() * x.element_size())
     return rows
 
 
@@ -364,81 +364,6 @@ class _InferCase:
             return self.module(self.x)
         with torch.autocast(self.x.device.type, dtype=self.autocast):
             return self.module(self.x)
-
-
-def fused_table(rows: list[dict]) -> str:
-    lines = [["activation", "eval ms", "x SiLU [range]", "fused ms", "fused/unfused [range]", "max rel diff",
-              "plain ms", "ours/plain [range]"]]
-    for r in rows:
-        lines.append([r["name"], f"{r['ms']:.2f}", harness.spread(r["x_silu_runs"]), f"{r['fused_ms']:.2f}",
-                      harness.spread(r["fused_runs"]), f"{r['err']:.1e}", fmt(r.get("plain_ms"), ".2f"),
-                      harness.spread(r.get("plain_runs", []))])
-    widths = [max(len(l[i]) for l in lines) for i in range(len(lines[0]))]
-    out = ["  ".join(v.rjust(widths[i]) if i else v.ljust(widths[i]) for i, v in enumerate(l)) for l in lines]
-    out.insert(1, "-" * len(out[0]))
-    return "\n".join(out)
-
-
-def contention_table(by_level: dict[int, list[dict]]) -> str:
-    """Per channel-aware activation: ours/ref (and x SiLU) at each contention level, and contended/idle."""
-    levels = sorted(by_level)
-    head = ["activation"] + [f"ours/ref @{n} burners" for n in levels] + [f"x SiLU @{n}" for n in levels]
-    if len(levels) > 1:
-        head.append(f"ours/ref @{levels[-1]} / @{levels[0]}")
-    lines = [head]
-    for row0 in by_level[levels[0]]:
-        if "over_ref_runs" not in row0:
-            continue
-        rows = [next(r for r in by_level[n] if r["name"] == row0["name"]) for n in levels]
-        line = [row0["name"]] + [harness.spread(r["over_ref_runs"]) for r in rows]
-        line += [harness.spread(r["x_silu_runs"]) for r in rows]
-        if len(levels) > 1:
-            line.append(f"{statistics.median(rows[-1]['over_ref_runs']) / statistics.median(rows[0]['over_ref_runs']):.2f}")
-        lines.append(line)
-    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
-    out = ["  ".join(v.rjust(widths[i]) if i else v.ljust(widths[i]) for i, v in enumerate(l)) for l in lines]
-    out.insert(1, "-" * len(out[0]))
-    return "\n".join(out)
-
-
-def fmt(v, spec):
-    return "-" if v is None else format(v, spec)
-
-
-def table(rows: list[dict], with_memory: bool, with_compile: bool) -> str:
-    silu_ms = next((r["ms"] for r in rows if r["name"] == "silu"), None)
-    head = ["activation", "fwd+bwd ms", "x SiLU [range of runs]", "clones [range]"]
-    if with_memory:
-        head += ["peak MiB", "peak x SiLU", "kept maps"]
-    head += ["ref ms", "ours/ref [range]", "vec ms", "ours/vec [range]", "ref peak MiB", "ref kept", "max rel diff"]
-    if with_compile:
-        head += ["compiled ms", "x SiLU", "clones", "1st call s"] + (["peak x SiLU", "kept maps"] if with_memory else [])
-    lines = [head]
-    for r in rows:
-        line = [r["name"], fmt(r["ms"], ".2f"), harness.spread(r["x_silu_runs"]), harness.spread(r["clones_runs"], ".1f")]
-        if with_memory:
-            line += [fmt(r.get("peak_mib"), ".1f"), fmt(r.get("peak_x_silu"), ".2f"), fmt(r.get("kept_maps"), ".2f")]
-        ref, vec = r.get("ref_ms"), r.get("vec_ms")
-        line += [
-            fmt(ref, ".2f"),
-            harness.spread(r.get("over_ref_runs", [])),
-            fmt(vec, ".2f"),
-            harness.spread(r.get("over_vec_runs", [])),
-            fmt(r.get("ref_peak_mib"), ".1f"),
-            fmt(r.get("ref_kept_maps"), ".2f"),
-            fmt(r.get("err"), ".1e"),
-        ]
-        if with_compile:
-            c = r.get("compiled_ms")
-            line += [fmt(c, ".2f"), fmt(c / silu_ms if c and silu_ms else None, ".2f"),
-                     harness.spread(r.get("compiled_clones_runs", []), ".1f"), fmt(r.get("compile_s"), ".1f")]
-            if with_memory:
-                line += [fmt(r.get("compiled_peak_x_silu"), ".2f"), fmt(r.get("compiled_kept_maps"), ".2f")]
-        lines.append(line)
-    widths = [max(len(str(l[i])) for l in lines) for i in range(len(head))]
-    out = ["  ".join(str(v).rjust(widths[i]) if i else str(v).ljust(widths[i]) for i, v in enumerate(l)) for l in lines]
-    out.insert(1, "-" * len(out[0]))
-    return "\n".join(out)
 
 
 def parse_shape(s: str) -> tuple:
