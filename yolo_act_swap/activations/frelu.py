@@ -2,8 +2,10 @@
 
 Training on large maps uses one custom autograd function for conv -> BN -> max. It keeps ``x`` (which SiLU keeps
 too), a one-byte mask of the max's winner and the BN's per-channel statistics, and recomputes the depthwise conv in the
-backward pass instead of keeping its output. Small maps (and ``recompute=False``) run conv and BN through autograd
-and only the max through a custom function that keeps the byte mask. The straightforward module keeps the conv output,
+backward pass instead of keeping its output; at one thread an NCHW input's funnel runs in channels_last inside it
+(the depthwise conv's fast layout on CPU), its copy of ``x`` saved in place of ``x``. Small maps (and
+``recompute=False``) run conv and BN through autograd and only the max through a custom function that keeps the byte
+mask. The straightforward module keeps the conv output,
 the BN output and both max inputs, and PyTorch's ``maximum`` backward is several full passes; see
 ``benchmarks/activations.py`` for the figures.
 Eval mode, ``torch.no_grad()`` and ONNX export run plain ops, and ``fuse()`` folds the BN into the conv.
