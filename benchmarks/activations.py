@@ -276,7 +276,7 @@ def bench_size(shape, args, device, dtype) -> list[dict]:
     cases = {CLONE: Clone(x.detach())}  # the memory-traffic floor: one read and one write of the input
     rows = [_add_cases(info, shape[1], x, g, args, autocast, cases) for info in infos]
     runs = harness.interleave({k: c.step for k, c in cases.items()}, args.reps, args.warmup, args.runs, args.clock,
-                              lambda: sync(device))
+                              lambda: sync(device), args.stat)
     mem = {k: memory(c) for k, c in cases.items() if k != CLONE} if not args.no_memory else {}
     for row in rows:
         _fill_row(row, runs, mem, x.numel() * x.element_size())
@@ -342,7 +342,7 @@ def bench_fused(shape, args, device, dtype) -> list[dict]:
                 row["plain_err"] = float((plain(x).float() - y).abs().max() / y.abs().max().clamp_min(1e-12))
         rows.append(row)
     runs = harness.interleave({k: cs.run for k, cs in cases.items()}, args.reps, args.warmup, args.runs, args.clock,
-                              lambda: sync(device))
+                              lambda: sync(device), args.stat)
     for r in rows:
         r["ms"] = statistics.median(runs[r["name"]]) * 1e3
         r["fused_ms"] = statistics.median(runs[r["name"] + "/fused"]) * 1e3
@@ -387,8 +387,8 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true",
                    help="also time the activations' compile=True option (torch.compile'd SiLU as its baseline)")
     p.add_argument("--no-fused", action="store_true", help="skip the eval-mode table (fused, plain formula)")
-    harness.add_arguments(p)
-    p.set_defaults(contention="0")
+    harness.add_arguments(p, stat=True)
+    p.set_defaults(contention="0", clock="auto")  # auto: CPU time at one thread (its activations run in-process)
     p._option_string_actions["--contention"].type = str
     p._option_string_actions["--contention"].help = "N or N1,N2,...: CPU-burner processes beside the measurement; " \
         "several levels run one after the other and a last table compares them"
@@ -403,7 +403,7 @@ def main(argv=None) -> int:
     print(f"# benchmarks/activations.py: {harness.settings_line(threads)}")
     print(f"# {args.dtype}{' autocast' if dtype != torch.float32 else ''} on {device}, training mode, "
           f"{harness.clock_name(args.clock)} "
-          f"clock, {args.runs} runs x (median of {args.reps} interleaved repetitions after {args.warmup} warm-up); "
+          f"clock, {args.runs} runs x ({args.stat} of {args.reps} interleaved repetitions after {args.warmup} warm-up); "
           f"ratios: median of the runs [range]; command: python benchmarks/activations.py "
           f"{' '.join(argv if argv is not None else sys.argv[1:])}")
     for shape in shapes:

@@ -11,6 +11,7 @@ The families import this module and the registry, never each other:
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ __all__ = [
     "pooled_mean",
     "run_blocks",
     "same_layout",
+    "small_batch_norm",
     "planes",
 ]
 
@@ -102,6 +104,31 @@ def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     if bn_uses_batch_stats(bn, x):
         return bn(x)
     return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
+def small_batch_norm(bn: nn.BatchNorm2d, b: torch.Tensor) -> torch.Tensor:
+    """``batch_norm(bn, b)`` for an (N, C) tensor of a few values (a hyper-function's), with plain small ops.
+
+    ATen's BatchNorm kernel runs even a (8, 16) input as OpenMP regions, which cost a scheduler slice each beside
+    other processes (fwd+bwd 137 ms at 2 threads, load 11); these ops stay on one thread. Same statistics, running
+    updates and ``num_batches_tracked`` as ``nn.BatchNorm2d`` (and its running statistics at batch size 1).
+    """
+    if type(bn) is not nn.BatchNorm2d:
+        return batch_norm(bn, b[:, :, None, None]).flatten(1)
+    b = b.to(compute_dtype(b.dtype))  # statistics of half types in float32 (as ATen's kernel computes them)
+    if bn_uses_batch_stats(bn, b):
+        mean, var = b.mean(0), b.var(0, unbiased=False)
+        factor = bn_momentum(bn)
+        if bn.training and bn.running_mean is not None:
+            with torch.no_grad():
+                n = b.shape[0]
+                bn.running_mean.mul_(1 - factor).add_(mean.detach().to(bn.running_mean.dtype), alpha=factor)
+                unbiased = var.detach().to(bn.running_var.dtype) * (n / max(n - 1, 1))
+                bn.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+    else:
+        mean, var = bn.running_mean.to(b.dtype), bn.running_var.to(b.dtype)
+    y = (b - mean) * torch.rsqrt(var + bn.eps)
+    return y * bn.weight + bn.bias if bn.weight is not None else y
 
 
 @torch.no_grad()
@@ -215,6 +242,10 @@ def pool_workers(device: torch.device, blocks: int) -> int:
 def run_blocks(fn, blocks, device: torch.device) -> list:
     """``[fn(block) for block in blocks]``, on CPU shared out to single-threaded pool workers (one join for the lot).
 
+    The calling thread takes blocks too (single-threaded while it does), so a pass never waits for a worker that the
+    scheduler has not run yet: a worker that has not started by the time the blocks are gone is cancelled, and the
+    join waits only for blocks a worker is already computing.
+
     ``fn`` must write only to its own block's slices of shared outputs; whatever must be summed over blocks it returns,
     and the caller adds the returned values up in block order (deterministic). Runs without gradient recording and with
     autocast off (the pool's threads start with the defaults of a new thread, so both are set here explicitly).
@@ -223,12 +254,29 @@ def run_blocks(fn, blocks, device: torch.device) -> list:
     if not workers:
         with torch.autocast(device.type, enabled=False):
             return [fn(b) for b in blocks]
+    results = [None] * len(blocks)
+    order = itertools.count()  # next() on it is atomic under the GIL: each block is taken exactly once
 
-    def call(block):
+    def drain():
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
-            return fn(block)
+            for i in iter(lambda: next(order), None):
+                if i >= len(blocks):
+                    return
+                results[i] = fn(blocks[i])
 
-    return list(_pool(workers).map(call, blocks))
+    futures = [_pool(workers - 1).submit(drain) for _ in range(workers - 1)]
+    threads = torch.get_num_threads()
+    _IN_WORKER.active = True
+    torch.set_num_threads(1)  # with OpenMP this binds the calling thread only (see _PER_THREAD_SETTINGS)
+    try:
+        drain()
+    finally:
+        torch.set_num_threads(threads)
+        _IN_WORKER.active = False
+        for f in futures:  # cancel the workers that never started; wait for those that have
+            if not f.cancel():
+                f.result()
+    return results
 
 
 def same_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
