@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .functional import chunk_slices, compute_dtype, pool_workers, run_blocks, same_layout
+from .functional import chunk_slices, compute_dtype, one_thread, pool_workers, run_blocks, same_layout
 
 __all__ = ["DyReLUFunction", "Spatial"]
 
@@ -112,7 +112,8 @@ def _attention_backward(attention, gpi, x3, gx3, sp_weight, has_sp_bias, need, c
     block by block. Returns the gradients of the conv's weight and bias and of the BN's weight and bias."""
     att, (z, bnw, bnb) = attention
     wrt = [t for t in (z, bnw, bnb) if t is not None]  # the tail's graph is small: keep it for retain_graph
-    grads = dict(zip(map(id, wrt), torch.autograd.grad(att, wrt, gpi, retain_graph=True)))
+    with one_thread(x3.device):  # the tail's tensors are (N, 1, HW): small
+        grads = dict(zip(map(id, wrt), torch.autograd.grad(att, wrt, gpi, retain_graph=True)))
     gz = grads[id(z)]  # (N, 1, HW)
     g_bnw, g_bnb = (grads.get(id(t)) if t is not None else None for t in (bnw, bnb))
     c = x3.shape[1]
@@ -176,7 +177,8 @@ class DyReLUFunction(torch.autograd.Function):
                     z = z + sp_bias.to(cdt)
                 with torch.enable_grad():
                     leaves = [t.detach().requires_grad_() if t is not None else None for t in (z, bn_weight, bn_bias)]
-                    att = _attention_tail(*leaves, spatial, h * w)
+                    with one_thread(x.device):
+                        att = _attention_tail(*leaves, spatial, h * w)
             ctx.attention = (att, leaves)
             pi = att.detach()
         # all coefficients in one (N, 1|C, 1, 2K) tensor: one slice per block, then unbind into (n, c, 1) views

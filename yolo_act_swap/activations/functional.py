@@ -11,6 +11,7 @@ The families import this module and the registry, never each other:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -33,6 +34,7 @@ __all__ = [
     "compute_dtype",
     "exporting",
     "fold_bn",
+    "one_thread",
     "global_avg_pool",
     "plain_ops",
     "pool_workers",
@@ -237,6 +239,21 @@ def pool_workers(device: torch.device, blocks: int) -> int:
         return 0
     workers = min(torch.get_num_threads(), blocks)
     return workers if workers > 1 else 0
+
+
+@contextlib.contextmanager
+def one_thread(device: torch.device):
+    """Run the block's ops on this thread alone (on CPU with the pool): for small tensors of a few ten thousand values,
+    where an OpenMP region costs more than the work whenever another process holds a core."""
+    if not pool_workers(device, 2):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def run_blocks(fn, blocks, device: torch.device) -> list:
