@@ -45,6 +45,7 @@ if __name__ == "__main__":
 import torch
 import torch.nn as nn
 
+from benchmarks.act_tables import contention_table, fused_table, table
 from benchmarks.reference import REFERENCES, VECTORISED, ReferenceModule
 from yolo_act_swap.activations import create_activation, list_activations
 
@@ -108,6 +109,19 @@ class Case:
         return statistics.median(self.times) * 1e3
 
 
+CLONE = "x.clone()"
+
+
+class Clone:
+    """``x.clone()`` of the benchmark's input: the memory-traffic floor the ``clones`` column divides by."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x, self.runs = x, []
+
+    def step(self) -> None:
+        self.x.clone()
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -169,9 +183,16 @@ def memory(case: Case) -> tuple[float, float]:
 
 
 def check(ours: nn.Module, ref: nn.Module, x: torch.Tensor, g: torch.Tensor, autocast) -> float:
-    """Largest difference between ours and the reference (output and input gradient), relative to their scale."""
+    """Largest difference between ours and the reference (output and input gradient), relative to their scale.
+
+    float32 inputs are checked in float64 (module and input; a difference is then ~1e-16, not ~1e-7): a max over two
+    values that tie to float32 rounding (FReLU's, DY-ReLU's) may pick either one, and the gradient then differs there
+    by O(1) although both are right.
+    """
     worst = 0.0
     res = []
+    if autocast is None and x.dtype == torch.float32:
+        ours, ref, x, g = ours.double(), ref.double(), x.double(), g.double()
     for m in (ours, ref):
         xi = x.detach().clone().requires_grad_()
         if autocast is None:
@@ -180,76 +201,85 @@ def check(ours: nn.Module, ref: nn.Module, x: torch.Tensor, g: torch.Tensor, aut
             with torch.autocast(x.device.type, dtype=autocast):
                 y = m(xi)
         y.backward(g)
-        res.append((y.detach().float(), xi.grad.float()))
+        res.append((y.detach().double(), xi.grad.double()))
     for a, b in zip(*res):
         worst = max(worst, float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)))
     return worst
 
 
+def _add_cases(info, c, x, g, args, autocast, cases: dict) -> dict:
+    """One activation's candidates (ours, the references, compile=true) into ``cases``; returns its table row."""
+    device = x.device
+    m = create_activation(info.name, c)
+    if info.channel_aware:
+        perturb(m)
+    m = m.to(device).train()
+    row = {"name": info.name, "kind": info.kind, "case": info.name}
+    cases[info.name] = Case(info.name, m, x, g, autocast)
+    if info.name in REFERENCES:
+        ref = ReferenceModule(copy.deepcopy(m)).to(device).train()
+        cases[info.name + "/ref"] = Case(info.name + "/ref", ref, x, g, autocast)
+        row["ref"] = info.name + "/ref"
+        row["err"] = check(copy.deepcopy(m), copy.deepcopy(ref), x, g, autocast)
+        if info.name in VECTORISED:
+            vec = ReferenceModule(copy.deepcopy(m), VECTORISED[info.name]).to(device).train()
+            cases[info.name + "/vec"] = Case(info.name + "/vec", vec, x, g, autocast)
+            row["vec"] = info.name + "/vec"
+    if args.compile and (info.channel_aware or info.name == "silu"):
+        cm = copy.deepcopy(m)
+        if hasattr(cm, "use_compile"):  # the activation's own compile=True option (same weights)
+            cm.use_compile = True
+        else:
+            cm = torch.compile(cm)
+        cases[info.name + "/compiled"] = Case(info.name + "/compiled", cm, x, g, autocast)
+        row["compiled"] = info.name + "/compiled"
+        t0 = time.perf_counter()  # the first call compiles (the on-disk inductor cache may make it shorter)
+        cases[info.name + "/compiled"].step()
+        row["compile_s"] = time.perf_counter() - t0
+    return row
+
+
+def _fill_row(row: dict, runs: dict, mem: dict, fmap: int) -> None:
+    """Times, ratios (x SiLU, clones, ours/ref) and memory of one row, from the interleaved runs."""
+    row["ms"] = statistics.median(runs[row["case"]]) * 1e3
+    row["ms_runs"] = [t * 1e3 for t in runs[row["case"]]]
+    row["x_silu_runs"] = harness.ratio_runs(runs, row["case"], "silu")
+    row["x_silu"] = statistics.median(row["x_silu_runs"])
+    row["clones_runs"] = harness.ratio_runs(runs, row["case"], CLONE)
+    row["clone_ms"] = statistics.median(runs[CLONE]) * 1e3
+    if "compiled" in row:
+        row["compiled_clones_runs"] = harness.ratio_runs(runs, row["compiled"], CLONE)
+    for key in ("ref", "vec"):
+        if key in row:
+            row[f"over_{key}_runs"] = harness.ratio_runs(runs, row["case"], row[key])
+    if mem:
+        row["peak_mib"] = mem[row["case"]][0] / 2**20
+        row["peak_x_silu"] = mem[row["case"]][0] / max(mem["silu"][0], 1)
+        row["kept_maps"] = mem[row["case"]][1] / fmap
+    for key in ("ref", "vec", "compiled"):
+        if key in row:
+            row[key + "_ms"] = statistics.median(runs[row[key]]) * 1e3
+            if mem and row[key] in mem:
+                row[key + "_peak_mib"] = mem[row[key]][0] / 2**20
+                row[key + "_peak_x_silu"] = mem[row[key]][0] / max(mem["silu"][0], 1)
+                row[key + "_kept_maps"] = mem[row[key]][1] / fmap
+
+
 def bench_size(shape, args, device, dtype) -> list[dict]:
-    n, c, h, w = shape
+    """Training-mode rows for one input shape: every candidate interleaved with ``x.clone()`` (the clones column)."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(shape, generator=gen).to(device=device, dtype=dtype).requires_grad_()
     g = torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
     autocast = None if dtype == torch.float32 else dtype
     only = set(args.only.split(",")) if args.only else None
     infos = [i for i in list_activations() if i.shape_preserving and (only is None or i.name in only | {"silu"})]
-    cases: dict[str, Case] = {}
-    rows = []
-    for info in infos:
-        m = create_activation(info.name, c)
-        if info.channel_aware:
-            perturb(m)
-        m = m.to(device).train()
-        row = {"name": info.name, "kind": info.kind, "case": info.name}
-        cases[info.name] = Case(info.name, m, x, g, autocast)
-        if info.name in REFERENCES:
-            ref = ReferenceModule(copy.deepcopy(m)).to(device).train()
-            cases[info.name + "/ref"] = Case(info.name + "/ref", ref, x, g, autocast)
-            row["ref"] = info.name + "/ref"
-            row["err"] = check(copy.deepcopy(m), copy.deepcopy(ref), x, g, autocast)
-            if info.name in VECTORISED:
-                vec = ReferenceModule(copy.deepcopy(m), VECTORISED[info.name]).to(device).train()
-                cases[info.name + "/vec"] = Case(info.name + "/vec", vec, x, g, autocast)
-                row["vec"] = info.name + "/vec"
-        if args.compile and (info.channel_aware or info.name == "silu"):
-            cm = copy.deepcopy(m)
-            if hasattr(cm, "use_compile"):  # the activation's own compile=True option (same weights)
-                cm.use_compile = True
-            else:
-                cm = torch.compile(cm)
-            cases[info.name + "/compiled"] = Case(info.name + "/compiled", cm, x, g, autocast)
-            row["compiled"] = info.name + "/compiled"
-        rows.append(row)
+    cases = {CLONE: Clone(x.detach())}  # the memory-traffic floor: one read and one write of the input
+    rows = [_add_cases(info, shape[1], x, g, args, autocast, cases) for info in infos]
     runs = harness.interleave({k: c.step for k, c in cases.items()}, args.reps, args.warmup, args.runs, args.clock,
-                              lambda: sync(device))
-    for k, c in cases.items():
-        c.runs = runs[k]
-    mem = {}
-    if not args.no_memory:
-        for label, case in cases.items():
-            mem[label] = memory(case)
-    fmap = x.numel() * x.element_size()
+                              lambda: sync(device), args.stat)
+    mem = {k: memory(c) for k, c in cases.items() if k != CLONE} if not args.no_memory else {}
     for row in rows:
-        case = cases[row["case"]]
-        row["ms"] = statistics.median(case.runs) * 1e3
-        row["ms_runs"] = [t * 1e3 for t in case.runs]
-        row["x_silu_runs"] = harness.ratio_runs(runs, row["case"], "silu")
-        row["x_silu"] = statistics.median(row["x_silu_runs"])
-        for key in ("ref", "vec"):
-            if key in row:
-                row[f"over_{key}_runs"] = harness.ratio_runs(runs, row["case"], row[key])
-        if mem:
-            row["peak_mib"] = mem[row["case"]][0] / 2**20
-            row["peak_x_silu"] = mem[row["case"]][0] / max(mem["silu"][0], 1)
-            row["kept_maps"] = mem[row["case"]][1] / fmap
-        for key in ("ref", "vec", "compiled"):
-            if key in row:
-                row[key + "_ms"] = statistics.median(cases[row[key]].runs) * 1e3
-                if mem and row[key] in mem:
-                    row[key + "_peak_mib"] = mem[row[key]][0] / 2**20
-                    row[key + "_peak_x_silu"] = mem[row[key]][0] / max(mem["silu"][0], 1)
-                    row[key + "_kept_maps"] = mem[row[key]][1] / fmap
+        _fill_row(row, runs, mem, x.numel() * x.element_size())
     return rows
 
 
@@ -312,7 +342,7 @@ def bench_fused(shape, args, device, dtype) -> list[dict]:
                 row["plain_err"] = float((plain(x).float() - y).abs().max() / y.abs().max().clamp_min(1e-12))
         rows.append(row)
     runs = harness.interleave({k: cs.run for k, cs in cases.items()}, args.reps, args.warmup, args.runs, args.clock,
-                              lambda: sync(device))
+                              lambda: sync(device), args.stat)
     for r in rows:
         r["ms"] = statistics.median(runs[r["name"]]) * 1e3
         r["fused_ms"] = statistics.median(runs[r["name"] + "/fused"]) * 1e3
@@ -336,80 +366,6 @@ class _InferCase:
             return self.module(self.x)
 
 
-def fused_table(rows: list[dict]) -> str:
-    lines = [["activation", "eval ms", "x SiLU [range]", "fused ms", "fused/unfused [range]", "max rel diff",
-              "plain ms", "ours/plain [range]"]]
-    for r in rows:
-        lines.append([r["name"], f"{r['ms']:.2f}", harness.spread(r["x_silu_runs"]), f"{r['fused_ms']:.2f}",
-                      harness.spread(r["fused_runs"]), f"{r['err']:.1e}", fmt(r.get("plain_ms"), ".2f"),
-                      harness.spread(r.get("plain_runs", []))])
-    widths = [max(len(l[i]) for l in lines) for i in range(len(lines[0]))]
-    out = ["  ".join(v.rjust(widths[i]) if i else v.ljust(widths[i]) for i, v in enumerate(l)) for l in lines]
-    out.insert(1, "-" * len(out[0]))
-    return "\n".join(out)
-
-
-def contention_table(by_level: dict[int, list[dict]]) -> str:
-    """Per channel-aware activation: ours/ref (and x SiLU) at each contention level, and contended/idle."""
-    levels = sorted(by_level)
-    head = ["activation"] + [f"ours/ref @{n} burners" for n in levels] + [f"x SiLU @{n}" for n in levels]
-    if len(levels) > 1:
-        head.append(f"ours/ref @{levels[-1]} / @{levels[0]}")
-    lines = [head]
-    for row0 in by_level[levels[0]]:
-        if "over_ref_runs" not in row0:
-            continue
-        rows = [next(r for r in by_level[n] if r["name"] == row0["name"]) for n in levels]
-        line = [row0["name"]] + [harness.spread(r["over_ref_runs"]) for r in rows]
-        line += [harness.spread(r["x_silu_runs"]) for r in rows]
-        if len(levels) > 1:
-            line.append(f"{statistics.median(rows[-1]['over_ref_runs']) / statistics.median(rows[0]['over_ref_runs']):.2f}")
-        lines.append(line)
-    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
-    out = ["  ".join(v.rjust(widths[i]) if i else v.ljust(widths[i]) for i, v in enumerate(l)) for l in lines]
-    out.insert(1, "-" * len(out[0]))
-    return "\n".join(out)
-
-
-def fmt(v, spec):
-    return "-" if v is None else format(v, spec)
-
-
-def table(rows: list[dict], with_memory: bool, with_compile: bool) -> str:
-    silu_ms = next((r["ms"] for r in rows if r["name"] == "silu"), None)
-    head = ["activation", "fwd+bwd ms", "x SiLU [range of runs]"]
-    if with_memory:
-        head += ["peak MiB", "peak x SiLU", "kept maps"]
-    head += ["ref ms", "ours/ref [range]", "vec ms", "ours/vec [range]", "ref peak MiB", "ref kept", "max rel diff"]
-    if with_compile:
-        head += ["compiled ms", "x SiLU"] + (["peak x SiLU", "kept maps"] if with_memory else [])
-    lines = [head]
-    for r in rows:
-        line = [r["name"], fmt(r["ms"], ".2f"), harness.spread(r["x_silu_runs"])]
-        if with_memory:
-            line += [fmt(r.get("peak_mib"), ".1f"), fmt(r.get("peak_x_silu"), ".2f"), fmt(r.get("kept_maps"), ".2f")]
-        ref, vec = r.get("ref_ms"), r.get("vec_ms")
-        line += [
-            fmt(ref, ".2f"),
-            harness.spread(r.get("over_ref_runs", [])),
-            fmt(vec, ".2f"),
-            harness.spread(r.get("over_vec_runs", [])),
-            fmt(r.get("ref_peak_mib"), ".1f"),
-            fmt(r.get("ref_kept_maps"), ".2f"),
-            fmt(r.get("err"), ".1e"),
-        ]
-        if with_compile:
-            c = r.get("compiled_ms")
-            line += [fmt(c, ".2f"), fmt(c / silu_ms if c and silu_ms else None, ".2f")]
-            if with_memory:
-                line += [fmt(r.get("compiled_peak_x_silu"), ".2f"), fmt(r.get("compiled_kept_maps"), ".2f")]
-        lines.append(line)
-    widths = [max(len(str(l[i])) for l in lines) for i in range(len(head))]
-    out = ["  ".join(str(v).rjust(widths[i]) if i else str(v).ljust(widths[i]) for i, v in enumerate(l)) for l in lines]
-    out.insert(1, "-" * len(out[0]))
-    return "\n".join(out)
-
-
 def parse_shape(s: str) -> tuple:
     shape = tuple(int(v) for v in s.lower().replace("x", ",").split(",") if v)
     if len(shape) != 4:
@@ -431,8 +387,8 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true",
                    help="also time the activations' compile=True option (torch.compile'd SiLU as its baseline)")
     p.add_argument("--no-fused", action="store_true", help="skip the eval-mode table (fused, plain formula)")
-    harness.add_arguments(p)
-    p.set_defaults(contention="0")
+    harness.add_arguments(p, stat=True)
+    p.set_defaults(contention="0", clock="auto")  # auto: CPU time at one thread (its activations run in-process)
     p._option_string_actions["--contention"].type = str
     p._option_string_actions["--contention"].help = "N or N1,N2,...: CPU-burner processes beside the measurement; " \
         "several levels run one after the other and a last table compares them"
@@ -445,8 +401,9 @@ def main(argv=None) -> int:
         args.reps, args.warmup = min(args.reps, 3), min(args.warmup, 1)
     levels = [int(v) for v in str(args.contention).split(",") if v.strip()]
     print(f"# benchmarks/activations.py: {harness.settings_line(threads)}")
-    print(f"# {args.dtype}{' autocast' if dtype != torch.float32 else ''} on {device}, training mode, {args.clock} "
-          f"clock, {args.runs} runs x (median of {args.reps} interleaved repetitions after {args.warmup} warm-up); "
+    print(f"# {args.dtype}{' autocast' if dtype != torch.float32 else ''} on {device}, training mode, "
+          f"{harness.clock_name(args.clock)} "
+          f"clock, {args.runs} runs x ({args.stat} of {args.reps} interleaved repetitions after {args.warmup} warm-up); "
           f"ratios: median of the runs [range]; command: python benchmarks/activations.py "
           f"{' '.join(argv if argv is not None else sys.argv[1:])}")
     for shape in shapes:
@@ -459,6 +416,10 @@ def main(argv=None) -> int:
                 print(f"\n## input {list(shape)}, {n_burn} burner processes ({time.perf_counter() - t0:.0f} s, "
                       f"load average {harness.load()})")
                 print(table(rows, not args.no_memory, args.compile))
+                cols = [r[k] for r in rows for k in ("x_silu_runs", "clones_runs", "over_ref_runs") if k in r]
+                print(f"# ratios repeat within {harness.worst_spread(cols)} over the {args.runs} runs (the widest "
+                      f"spread of the x SiLU, clones and ours/ref columns); x.clone() "
+                      f"{rows[0]['clone_ms']:.2f} ms")
                 if not args.no_fused:
                     print(f"\n## inference (eval, no_grad) of {list(shape)}, {n_burn} burner processes: fuse(), "
                           f"and our path against the plain formula")

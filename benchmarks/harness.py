@@ -47,16 +47,23 @@ def ensure_allocator(argv: list[str] | None = None) -> None:
               [sys.executable, *sys.argv], env)
 
 
-def add_arguments(p) -> None:
-    """The harness's command-line flags: --runs, --warmup, --threads, --pin, --contention, --clock, --no-reexec."""
+def add_arguments(p, stat: bool = False) -> None:
+    """The harness's command-line flags: --runs, --threads, --pin, --contention, --clock, --no-reexec (and, for a
+    benchmark that passes it on to ``interleave``, ``stat=True``: --stat)."""
     p.add_argument("--runs", type=int, default=3, help="independent runs (each: warm-up + interleaved repetitions); "
                    "tables show the median of the runs' medians and their range")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--pin", action="store_true", help="also bind the process to the first --threads CPUs")
     p.add_argument("--contention", type=int, default=0, metavar="N",
                    help="run N CPU-burner processes beside the measurement")
-    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
-                   help="wall: elapsed time; cpu: process CPU time (with --threads 1 on a shared machine)")
+    p.add_argument("--clock", default="wall", choices=["auto", "wall", "cpu"],
+                   help="wall: elapsed time; cpu: process CPU time (steadier on a shared machine, but meaningful only "
+                   "with one thread); auto: cpu with one torch thread, else wall")
+    if stat:
+        p.add_argument("--stat", default="median", choices=["median", "min"],
+                       help="per run and candidate, the median of the repetitions, or their minimum (other processes' "
+                       "time slices only ever add time: min is the least disturbed repetition, for wall clock on a busy "
+                       "machine)")
     p.add_argument("--no-reexec", action="store_true",
                    help="keep the allocator settings as they are (no re-execution with raised malloc thresholds)")
 
@@ -76,6 +83,15 @@ def pin_threads(threads: int | None, pin: bool = False) -> int:
         cpus = sorted(os.sched_getaffinity(0))[:n]
         os.sched_setaffinity(0, cpus)
     return n
+
+
+def clock_name(clock: str) -> str:
+    """The clock ``interleave`` uses for ``clock`` (``auto``: CPU time with one torch thread, else wall time)."""
+    if clock != "auto":
+        return clock
+    import torch
+
+    return "cpu" if torch.get_num_threads() == 1 else "wall"
 
 
 def _burn() -> None:  # pragma: no cover - runs in a child process
@@ -134,12 +150,13 @@ def settings_line(threads: int, contention: int = 0) -> str:
 
 
 def interleave(cases: dict[str, Callable[[], None]], reps: int, warmup: int, runs: int = 3, clock: str = "wall",
-               sync: Callable[[], None] | None = None) -> dict[str, list[float]]:
-    """Per case, the median seconds of each run: ``runs`` x (warm-up, then ``reps`` interleaved repetitions).
+               sync: Callable[[], None] | None = None, stat: str = "median") -> dict[str, list[float]]:
+    """Per case, the median (or ``stat="min"``: the least) seconds of each run: ``runs`` x (warm-up, then ``reps``
+    interleaved repetitions).
 
     Every repetition runs every case once, in turn, so that a change of load hits them alike.
     """
-    tick = time.process_time if clock == "cpu" else time.perf_counter
+    tick = time.process_time if clock_name(clock) == "cpu" else time.perf_counter
     sync = sync or (lambda: None)
     out: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(runs):
@@ -155,7 +172,7 @@ def interleave(cases: dict[str, Callable[[], None]], reps: int, warmup: int, run
                 sync()
                 times[k].append(tick() - t)
         for k, v in times.items():
-            out[k].append(statistics.median(v))
+            out[k].append(min(v) if stat == "min" else statistics.median(v))
     return out
 
 
@@ -172,6 +189,12 @@ def spread(values: list[float], fmt: str = ".2f") -> str:
     if len(values) == 1:
         return format(med, fmt)
     return f"{format(med, fmt)} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
+
+
+def worst_spread(columns: list[list[float]]) -> str:
+    """``+-X %``: the widest run-to-run spread (``rel_range``) over several ratio columns (each: one value per run)."""
+    worst = max((rel_range(v) for v in columns if v), default=0.0)
+    return f"+-{100 * worst:.0f} %"
 
 
 def rel_range(values: list[float]) -> float:

@@ -328,7 +328,9 @@ def test_frelu_keeps_a_mask(recompute, monkeypatch):
     big = [t for t in saved if t.numel() >= x.numel()]
     floats = [t for t in big if t.is_floating_point()]
     assert [t.dtype for t in big if not t.is_floating_point()] == [torch.bool]
-    assert any(t.data_ptr() == x.data_ptr() for t in floats)
+    # x itself, or (NCHW on CPU, where the conv runs in channels_last) its channels_last copy in x's place
+    assert any(t.data_ptr() == x.data_ptr() or (t.is_contiguous(memory_format=torch.channels_last) and
+                                                torch.equal(t, x)) for t in floats)
     assert len({t.data_ptr() for t in floats}) == (1 if recompute else 2)  # x, plus the conv output without recompute
 
 
@@ -501,3 +503,51 @@ def test_export_graph_is_lean_and_equal(name, kwargs, most):
         torch.testing.assert_close(y_ort, m(x), atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(m.export_forward(x) if hasattr(m, "export_forward") else m(x), m(x),
                                    atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_frelu_channels_last_funnel_matches_reference(kernel_size, threads, monkeypatch):
+    """One thread, NCHW input on CPU: the funnel's conv runs in channels_last inside the function (its fast layout);
+    output and input gradient stay NCHW and equal the reference's. Two threads keep the NCHW blocks on the pool."""
+    monkeypatch.setattr(frelu_module, "RECOMPUTE_MIN_ELEMENTS", 0)
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.randn(3, C, 7, 6, dtype=torch.float64)
+        expect = threads == 1 or not functional.pool_workers(x.device, 2)
+        assert frelu_module._channels_last_conv(x) == expect
+        compare("frelu", {"kernel_size": kernel_size, "recompute": True}, (3, C, 7, 6), True)
+        m = build("frelu", kernel_size=kernel_size).to(torch.float64).train()
+        xi = x.clone().requires_grad_()
+        y = m(xi)
+        y.backward(torch.ones_like(y))
+        assert y.is_contiguous() and xi.grad.is_contiguous()
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_pooled_mean_on_the_pool_equals_mean(two_workers):
+    """Meta-ACON-C's and DY-ReLU's pooled input, block by block on the worker pool: the whole-tensor mean's values."""
+    x = torch.randn(3, C, 5, 4, dtype=torch.float64)
+    torch.testing.assert_close(functional.pooled_mean(x), x.mean((2, 3)), atol=1e-14, rtol=1e-14)
+    xl = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(functional.pooled_mean(xl), x.mean((2, 3)), atol=1e-14, rtol=1e-14)
+
+
+def test_benchmark_prints_clones_and_the_spread():
+    """benchmarks/activations.py (a short run): every row has its x.clone() ratio, and each table its run-to-run
+    spread; the clock follows the thread count (CPU time at one thread). No timing is asserted."""
+    import os
+    import subprocess
+    import sys
+
+    script = _REF_PATH.parent / "activations.py"
+    env = {**os.environ, "PYTHONPATH": str(_REF_PATH.parents[1])}
+    out = subprocess.run(
+        [sys.executable, str(script), "--quick", "--only", "acon_c", "--no-memory", "--no-fused", "--runs", "2",
+         "--threads", "1", "--no-reexec"], capture_output=True, text=True, env=env, timeout=300, check=True,
+    ).stdout
+    assert "clones [range]" in out and "ratios repeat within +-" in out and "cpu clock" in out
+    row = next(line for line in out.splitlines() if line.startswith("acon_c"))
+    assert len(row.split()) >= 6

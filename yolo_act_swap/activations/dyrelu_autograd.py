@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .functional import chunk_slices, compute_dtype, run_blocks, same_layout
+from .functional import chunk_slices, compute_dtype, one_thread, pool_workers, run_blocks, same_layout
 
 __all__ = ["DyReLUFunction", "Spatial"]
 
@@ -112,29 +112,47 @@ def _attention_backward(attention, gpi, x3, gx3, sp_weight, has_sp_bias, need, c
     block by block. Returns the gradients of the conv's weight and bias and of the BN's weight and bias."""
     att, (z, bnw, bnb) = attention
     wrt = [t for t in (z, bnw, bnb) if t is not None]  # the tail's graph is small: keep it for retain_graph
-    grads = dict(zip(map(id, wrt), torch.autograd.grad(att, wrt, gpi, retain_graph=True)))
+    with one_thread(x3.device):  # the tail's tensors are (N, 1, HW): small
+        grads = dict(zip(map(id, wrt), torch.autograd.grad(att, wrt, gpi, retain_graph=True)))
     gz = grads[id(z)]  # (N, 1, HW)
     g_bnw, g_bnb = (grads.get(id(t)) if t is not None else None for t in (bnw, bnb))
     c = x3.shape[1]
     wv = sp_weight.to(cdt).view(1, c, 1)
-    if gx3 is not None:
-        same = cdt == x3.dtype
+    gzt = gz.transpose(1, 2).to(x3.dtype) if need[4] else None  # (N, HW, 1)
+    same = cdt == x3.dtype
 
-        def block(ns_cs):
-            ns, cs = ns_cs
-            if same:
-                gx3[ns, cs].addcmul_(gz[ns], wv[:, cs])
-            else:
-                gx3[ns, cs] = (gx3[ns, cs].to(cdt)).addcmul_(gz[ns], wv[:, cs])
+    def block(ns_cs):  # this block's input gradient, and its channels' part of the conv weight's gradient
+        ns, cs = ns_cs
+        if gx3 is not None and same:
+            gx3[ns, cs].addcmul_(gz[ns], wv[:, cs])
+        elif gx3 is not None:
+            gx3[ns, cs] = (gx3[ns, cs].to(cdt)).addcmul_(gz[ns], wv[:, cs])
+        return torch.matmul(x3[ns, cs], gzt[ns]).sum(0) if gzt is not None else None  # sum_{n,hw} gz * x
 
-        run_blocks(block, chunk_slices(x3), x3.device)
     g_spw = g_spb = None
-    if need[4]:
-        g_spw = torch.matmul(x3, gz.transpose(1, 2).to(x3.dtype)).sum(0)  # sum_{n,hw} gz * x, per channel
-        g_spw = g_spw.view(sp_weight.shape).to(sp_weight.dtype)
+    if gx3 is not None or gzt is not None:
+        blocks = chunk_slices(x3)
+        parts = run_blocks(block, blocks, x3.device)
+        if gzt is not None:
+            g_spw = torch.zeros(c, 1, dtype=x3.dtype, device=x3.device)
+            for (_, cs), part in zip(blocks, parts):
+                g_spw[cs] += part
+            g_spw = g_spw.view(sp_weight.shape).to(sp_weight.dtype)
     if need[5] and has_sp_bias:
         g_spb = gz.sum().view(1).to(sp_weight.dtype)
     return g_spw, g_spb, g_bnw, g_bnb
+
+
+def _spatial_logits(x3: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``w @ x3`` per sample, (1, C) x (N, C, HW) -> (N, 1, HW): on CPU with the pool, one product per block, the
+    blocks' partial sums added in block order."""
+    blocks = chunk_slices(x3)
+    if not pool_workers(x3.device, len(blocks)):
+        return torch.matmul(w, x3)
+    z = torch.zeros(x3.shape[0], 1, x3.shape[2], dtype=x3.dtype, device=x3.device)
+    for (ns, _), part in zip(blocks, run_blocks(lambda b: torch.matmul(w[:, b[1]], x3[b]), blocks, x3.device)):
+        z[ns] += part
+    return z
 
 
 class DyReLUFunction(torch.autograd.Function):
@@ -154,12 +172,13 @@ class DyReLUFunction(torch.autograd.Function):
         ctx.attention = None
         if spatial is not None:  # z = w . x per pixel (a batched matrix-vector product), then the small tail
             with torch.autocast(x.device.type, enabled=False):
-                z = torch.matmul(sp_weight.to(x.dtype).view(1, c), x3).to(cdt)
+                z = _spatial_logits(x3, sp_weight.to(x.dtype).view(1, c)).to(cdt)
                 if sp_bias is not None:
                     z = z + sp_bias.to(cdt)
                 with torch.enable_grad():
                     leaves = [t.detach().requires_grad_() if t is not None else None for t in (z, bn_weight, bn_bias)]
-                    att = _attention_tail(*leaves, spatial, h * w)
+                    with one_thread(x.device):
+                        att = _attention_tail(*leaves, spatial, h * w)
             ctx.attention = (att, leaves)
             pi = att.detach()
         # all coefficients in one (N, 1|C, 1, 2K) tensor: one slice per block, then unbind into (n, c, 1) views

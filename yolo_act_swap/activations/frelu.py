@@ -2,8 +2,10 @@
 
 Training on large maps uses one custom autograd function for conv -> BN -> max. It keeps ``x`` (which SiLU keeps
 too), a one-byte mask of the max's winner and the BN's per-channel statistics, and recomputes the depthwise conv in the
-backward pass instead of keeping its output. Small maps (and ``recompute=False``) run conv and BN through autograd
-and only the max through a custom function that keeps the byte mask. The straightforward module keeps the conv output,
+backward pass instead of keeping its output; at one thread an NCHW input's funnel runs in channels_last inside it
+(the depthwise conv's fast layout on CPU), its copy of ``x`` saved in place of ``x``. Small maps (and
+``recompute=False``) run conv and BN through autograd and only the max through a custom function that keeps the byte
+mask. The straightforward module keeps the conv output,
 the BN output and both max inputs, and PyTorch's ``maximum`` backward is several full passes; see
 ``benchmarks/activations.py`` for the figures.
 Eval mode, ``torch.no_grad()`` and ONNX export run plain ops, and ``fuse()`` folds the BN into the conv.
@@ -24,6 +26,7 @@ from .functional import (
     compute_dtype,
     exporting,
     fold_bn,
+    pool_workers,
     run_blocks,
 )
 from .graphs import frelu_graph
@@ -43,6 +46,19 @@ def _conv_backward(grad, x, weight, has_bias, padding, groups, mask):
     )
 
 
+# NCHW inputs on CPU without the worker pool (one thread): run the funnel in channels_last, where the depthwise conv
+# is 2-3x faster (forward and backward); one extra pass converts x, the rest folds into passes that run anyway. With
+# the pool (2+ threads) the NCHW blocks stay: they keep their speed beside other processes, whole-tensor ops do not.
+CHANNELS_LAST_CONV = True
+
+
+def _channels_last_conv(x: torch.Tensor) -> bool:
+    return (
+        CHANNELS_LAST_CONV and x.device.type == "cpu" and x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous()
+        and not x.is_contiguous(memory_format=torch.channels_last) and pool_workers(x.device, 2) == 0
+    )
+
+
 class _FReLUFunction(torch.autograd.Function):
     """Training forward/backward of ``max(x, BN_batchstats(dwconv(x)))`` that keeps x, a byte mask and BN stats.
 
@@ -54,22 +70,25 @@ class _FReLUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, bn_weight, bn_bias, running_mean, running_var, factor, eps, recompute):
         padding = weight.shape[-1] // 2
+        to_cl = _channels_last_conv(x)  # NCHW on CPU: conv, BN and mask in channels_last, the output in NCHW
+        xc = x.contiguous(memory_format=torch.channels_last) if to_cl else x
         with torch.autocast(x.device.type, enabled=False):
-            c = F.conv2d(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), 1, padding, 1, x.shape[1])
+            c = F.conv2d(xc, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), 1, padding, 1, x.shape[1])
             t, mean, invstd = torch.ops.aten.native_batch_norm(
                 c, bn_weight, bn_bias, running_mean, running_var, True, factor, eps
             )
-            mask = torch.gt(t, x)  # 1 byte per element: where the funnel branch wins
-            y = torch.maximum(x, t, out=t)
-        ctx.geom = (padding, bias is not None)
-        ctx.save_for_backward(x, weight, bias, bn_weight, mean, invstd, mask, None if recompute else c)
+            mask = torch.gt(t, xc)  # 1 byte per element: where the funnel branch wins
+            y = torch.maximum(x, t, out=torch.empty_like(x) if to_cl else t)
+        ctx.geom = (padding, bias is not None, to_cl)
+        # the channels_last copy replaces x (which the caller may then free): no more memory than keeping x
+        ctx.save_for_backward(xc, weight, bias, bn_weight, mean, invstd, mask, None if recompute else c)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         x, weight, bias, bn_weight, mean, invstd, mask, c = ctx.saved_tensors
-        padding, has_bias = ctx.geom
+        padding, has_bias, to_cl = ctx.geom
         need = ctx.needs_input_grad
         n, ch, h, w = x.shape
         cdt = compute_dtype(x.dtype)
@@ -77,9 +96,10 @@ class _FReLUFunction(torch.autograd.Function):
         if c is None:  # recompute the funnel conv instead of having kept it
             c = F.conv2d(x, wx, None if bias is None else bias.to(x.dtype), 1, padding, 1, ch)
         nchw = x.is_contiguous() and c.is_contiguous() and mask.is_contiguous()
-        g = g.contiguous() if nchw else g.contiguous(memory_format=torch.channels_last)
         if not nchw:  # channels_last (the depthwise conv's fast layout): whole-tensor ops in that layout
+            g = g if to_cl else g.contiguous(memory_format=torch.channels_last)
             return _frelu_backward_whole(x, g, c, mask, wx, weight, bias, bn_weight, mean, invstd, padding, need, cdt)
+        g = g.contiguous()
         # 3-D (N, C, HW) views: long inner loops for the elementwise work; 4-D blocks only for the conv
         x3, g3, c3, m3 = (t.view(n, ch, h * w) for t in (x, g, c, mask.view(torch.uint8)))
         blocks = chunk_slices(x3)
@@ -151,9 +171,10 @@ def _frelu_grads(gx, gw, gb, s1, s2, weight, bias, bn_weight, need):
 
 
 def _frelu_backward_whole(x, g, c, mask, wx, weight, bias, bn_weight, mean, invstd, padding, need, cdt):
-    """FReLU's backward on whole channels_last tensors: a dozen large ops, results in channels_last."""
+    """FReLU's backward on whole channels_last tensors: a dozen large ops, results in ``g``'s layout (a NCHW ``g``
+    is read once, by the first and the last op, which also write the layout change)."""
     n, ch, h, w = x.shape
-    gt = torch.empty_like(g, dtype=cdt).copy_(mask.view(torch.uint8)).mul_(g)  # g where the funnel branch won
+    gt = torch.empty_like(mask, dtype=cdt).copy_(mask.view(torch.uint8)).mul_(g)  # g where the funnel branch won
     s1 = gt.sum((0, 2, 3))
     s2 = torch.mul(gt, c).sum((0, 2, 3))
     k, a, b, s2 = _bn_backward_coefs(s1, s2, mean, invstd, bn_weight, n * h * w, cdt)
@@ -162,7 +183,10 @@ def _frelu_backward_whole(x, g, c, mask, wx, weight, bias, bn_weight, mean, invs
     gxc, gw, gb = _conv_backward(
         gc.to(x.dtype), x, wx, has_bias, padding, ch, [bool(need[0]), bool(need[1]), bool(need[2] and has_bias)]
     )
-    gx = gxc.add_(g).sub_(gt) if need[0] else None
+    gx = None
+    if need[0]:  # conv branch + identity branch (g where x won)
+        same = g.is_contiguous(memory_format=torch.channels_last) or not g.is_contiguous()
+        gx = gxc.sub_(gt).add_(g) if same else torch.add(gxc.sub_(gt), g, out=torch.empty_like(g))
     return _frelu_grads(gx, gw, gb, s1, s2, weight, bias, bn_weight, need)
 
 

@@ -11,13 +11,11 @@ The families import this module and the registry, never each other:
 
 from __future__ import annotations
 
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .pool import one_thread, pool_workers, run_blocks
 
 __all__ = [
     "CHUNK_ELEMENTS",
@@ -32,10 +30,14 @@ __all__ = [
     "compute_dtype",
     "exporting",
     "fold_bn",
+    "one_thread",
     "global_avg_pool",
     "plain_ops",
+    "pool_workers",
+    "pooled_mean",
     "run_blocks",
     "same_layout",
+    "small_batch_norm",
     "planes",
 ]
 
@@ -102,6 +104,31 @@ def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
 
 
+def small_batch_norm(bn: nn.BatchNorm2d, b: torch.Tensor) -> torch.Tensor:
+    """``batch_norm(bn, b)`` for an (N, C) tensor of a few values (a hyper-function's), with plain small ops.
+
+    ATen's BatchNorm kernel runs even a (8, 16) input as OpenMP regions, which cost a scheduler slice each beside
+    other processes (fwd+bwd 137 ms at 2 threads, load 11); these ops stay on one thread. Same statistics, running
+    updates and ``num_batches_tracked`` as ``nn.BatchNorm2d`` (and its running statistics at batch size 1).
+    """
+    if type(bn) is not nn.BatchNorm2d:
+        return batch_norm(bn, b[:, :, None, None]).flatten(1)
+    b = b.to(compute_dtype(b.dtype))  # statistics of half types in float32 (as ATen's kernel computes them)
+    if bn_uses_batch_stats(bn, b):
+        mean, var = b.mean(0), b.var(0, unbiased=False)
+        factor = bn_momentum(bn)
+        if bn.training and bn.running_mean is not None:
+            with torch.no_grad():
+                n = b.shape[0]
+                bn.running_mean.mul_(1 - factor).add_(mean.detach().to(bn.running_mean.dtype), alpha=factor)
+                unbiased = var.detach().to(bn.running_var.dtype) * (n / max(n - 1, 1))
+                bn.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+    else:
+        mean, var = bn.running_mean.to(b.dtype), bn.running_var.to(b.dtype)
+    y = (b - mean) * torch.rsqrt(var + bn.eps)
+    return y * bn.weight + bn.bias if bn.weight is not None else y
+
+
 @torch.no_grad()
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     """Fold an eval-mode ``bn`` that follows ``conv`` into the conv's weight and bias, in place.
@@ -158,77 +185,6 @@ def chunk_slices(x3: torch.Tensor, target: int | None = None):
     return [(slice(i, i + 1), slice(j, min(j + cstep, c))) for i in range(n) for j in range(0, c, cstep)]
 
 
-# Why a worker pool: run block by block with torch's own intra-op threads, every elementwise op of every block is a
-# parallel region that waits for its slowest thread. On a loaded machine (dataloader workers, other jobs) one thread of
-# the team is often descheduled, and each of the hundreds of small regions then costs a scheduler time slice: DY-ReLU-B
-# went from 0.15x to 3x the reference. Here each block runs single-threaded on one of ``torch.get_num_threads()``
-# worker threads that take blocks from a shared queue, so a busy core simply does fewer blocks: the whole pass has one
-# join instead of one per op. torch's ops release the GIL, so the workers run in parallel.
-_POOL_LOCK = threading.Lock()
-_POOL: dict = {}  # (pid, workers) -> executor; rebuilt after a fork (the child has none of the parent's threads)
-_IN_WORKER = threading.local()
-_PER_THREAD_SETTINGS = "OpenMP" in torch.__config__.parallel_info()  # set_num_threads(1) then binds one thread only
-
-
-def _after_fork_in_child() -> None:  # the child has none of the parent's pool threads, and maybe a held lock
-    global _POOL_LOCK
-    _POOL_LOCK = threading.Lock()
-    _POOL.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _worker_init() -> None:
-    torch.get_num_threads()  # torch's lazy per-thread init first (it would later reset the count to the default)
-    torch.set_num_threads(1)
-    _IN_WORKER.active = True
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    key = (os.getpid(), workers)
-    with _POOL_LOCK:
-        if key not in _POOL:
-            threads = torch.get_num_threads()
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="yas-act", initializer=_worker_init)
-            # start every worker now, then restore this thread's count: torch.set_num_threads also stores the
-            # process-wide default that threads created later start with, and a worker's 1 must not become it
-            barrier = threading.Barrier(workers)
-            for f in [pool.submit(barrier.wait) for _ in range(workers)]:
-                f.result()
-            torch.set_num_threads(threads)
-            _POOL[key] = pool
-        return _POOL[key]
-
-
-def pool_workers(device: torch.device, blocks: int) -> int:
-    """How many pool workers ``run_blocks`` uses for ``blocks`` blocks on ``device`` (0: run them in this thread)."""
-    if device.type != "cpu" or blocks < 2 or not _PER_THREAD_SETTINGS or getattr(_IN_WORKER, "active", False):
-        return 0
-    workers = min(torch.get_num_threads(), blocks)
-    return workers if workers > 1 else 0
-
-
-def run_blocks(fn, blocks, device: torch.device) -> list:
-    """``[fn(block) for block in blocks]``, on CPU shared out to single-threaded pool workers (one join for the lot).
-
-    ``fn`` must write only to its own block's slices of shared outputs; whatever must be summed over blocks it returns,
-    and the caller adds the returned values up in block order (deterministic). Runs without gradient recording and with
-    autocast off (the pool's threads start with the defaults of a new thread, so both are set here explicitly).
-    """
-    workers = pool_workers(device, len(blocks))
-    if not workers:
-        with torch.autocast(device.type, enabled=False):
-            return [fn(b) for b in blocks]
-
-    def call(block):
-        with torch.no_grad(), torch.autocast("cpu", enabled=False):
-            return fn(block)
-
-    return list(_pool(workers).map(call, blocks))
-
-
 def same_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``t`` (NCHW-contiguous, computed block by block) in ``like``'s memory format: a channels_last input gets a
     channels_last result with the same values (one copy); anything else is returned as is."""
@@ -259,6 +215,23 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def pooled_mean(x: torch.Tensor) -> torch.Tensor:
+    """``x.mean((2, 3))`` of an (N, C, H, W) tensor; NCHW on CPU with the worker pool: block by block on the pool
+    (one join instead of a parallel region that waits for a descheduled thread), each block's means exact as the
+    whole-tensor op's."""
+    view = planes(x) if x.dim() == 4 and x.device.type == "cpu" and not torch.jit.is_scripting() else None
+    if view is None or not view[2]:
+        return x.mean((2, 3))
+    x3 = view[0]
+    blocks = chunk_slices(x3)
+    if not pool_workers(x.device, len(blocks)):
+        return x.mean((2, 3))
+    out = torch.empty(x.shape[:2], dtype=x.dtype, device=x.device)
+    for (ns, cs), part in zip(blocks, run_blocks(lambda b: x3[b].mean(-1), blocks, x.device)):
+        out[ns, cs] = part
+    return out
+
+
 class _GlobalAvgPool(torch.autograd.Function):
     """``x.mean((2, 3))`` whose backward returns a broadcast view instead of a dense feature map.
 
@@ -268,7 +241,7 @@ class _GlobalAvgPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
         ctx.shape = x.shape
-        return x.mean((2, 3))
+        return pooled_mean(x)
 
     @staticmethod
     def backward(ctx, g):
@@ -278,8 +251,10 @@ class _GlobalAvgPool(torch.autograd.Function):
 
 def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C) spatial mean; memory-lean backward when gradients are recorded."""
-    if plain_ops(x) or not x.requires_grad:
+    if exporting():
         return x.mean((2, 3))
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return pooled_mean(x)
     return _GlobalAvgPool.apply(x)
 
 
