@@ -20,6 +20,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -39,7 +40,9 @@ from benchmarks.activations import machine  # noqa: E402
 from yolo_act_swap import patch_model  # noqa: E402
 from yolo_act_swap.engine.export import PYTORCH, export_matrix  # noqa: E402
 from yolo_act_swap.engine.formats import FORMATS, missing_packages  # noqa: E402
+from yolo_act_swap.io import atomic_write_text, checkpoint_complete  # noqa: E402
 from yolo_act_swap.models import load_model  # noqa: E402
+from yolo_act_swap.sweep.plan import DEMO_RECIPE  # noqa: E402
 from yolo_act_swap.tables import format_table, markdown_table  # noqa: E402
 
 DEFAULT_ACTS = "silu,relu,leaky_relu,hard_swish,gelu,mish,frelu,acon_c,meta_acon_c,dy_relu_b"
@@ -99,16 +102,23 @@ def rankings(acts: list[str], formats: list[str], rows) -> list[str]:
 
 
 def train(cfg: str, act: str, epochs: int, imgsz: int, folder: Path) -> Path:
-    """Train ``act`` on the demo data with ``yolo-act-swap train``; return best.pt (a failure raises)."""
+    """Train ``act`` on the demo data with ``yolo-act-swap train``; return best.pt (a failure raises).
+
+    A run that finished before with the same command (``done.json`` next to a whole ``best.pt``) is not trained again,
+    so an interrupted benchmark resumes with the activations it has not finished.
+    """
     name = f"{Path(cfg).stem}-{act}"
-    cmd = [sys.executable, "-m", "yolo_act_swap", "train", "--cfg", cfg, "--act", act, "--data", "demo",
-           "--epochs", str(epochs), "--imgsz", str(imgsz), "--device", "cpu", "--workers", "1", "--project",
-           str(folder), "--name", name, "--exist-ok", "plots=False", "seed=0"]  # fmt: skip
+    cmd = ["train", "--cfg", cfg, "--act", act, "--data", "demo", "--epochs", str(epochs), "--imgsz", str(imgsz),
+           "--batch-size", "8", "--device", "cpu", "--workers", "1", "--project", str(folder), "--name", name,
+           "--exist-ok", "--seed", "0", "plots=False", *DEMO_RECIPE]  # fmt: skip
+    best, done_file = folder / name / "weights" / "best.pt", folder / name / "done.json"
+    if done_file.is_file() and json.loads(done_file.read_text()) == cmd and checkpoint_complete(best):
+        return best
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    best = folder / name / "weights" / "best.pt"
-    if done.returncode or not best.is_file():
+    done = subprocess.run([sys.executable, "-m", "yolo_act_swap", *cmd], env=env, capture_output=True, text=True)
+    if done.returncode or not checkpoint_complete(best):
         raise RuntimeError(f"training {name} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    atomic_write_text(done_file, json.dumps(cmd))
     return best
 
 
