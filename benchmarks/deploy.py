@@ -126,17 +126,21 @@ def train(cfg: str, act: str, epochs: int, imgsz: int, folder: Path) -> Path:
 
 
 def cached_int8_check(weights: Path, act: str, data_yaml, imgsz: int, folder: Path, backend: str):
-    """``int8_check`` of a trained checkpoint, reused from ``<backend>.json`` while the training run is the same."""
+    """``int8_check`` of a trained checkpoint and the load average while it ran (the higher of its start and end),
+    reused from ``<backend>.json`` while the training run is the same."""
     from yolo_act_swap.engine.int8 import Int8Check, int8_check
 
     key = {"run": json.loads((weights.parents[1] / "done.json").read_text()), "imgsz": imgsz, "backend": backend}
     cache = folder / act / f"{backend}.json"
     if cache.is_file() and (old := json.loads(cache.read_text())).pop("key", None) == key:
-        return Int8Check(**old)
+        load = old.pop("load", None)
+        return Int8Check(**old), load
+    load = os.getloadavg()[0]
     row = int8_check(load_model(None, weights), act, data_yaml, imgsz, folder, backend=backend)
+    load = max(load, os.getloadavg()[0])
     if not row.reason:
-        atomic_write_text(cache, json.dumps({"key": key, **dataclasses.asdict(row)}))
-    return row
+        atomic_write_text(cache, json.dumps({"key": key, **dataclasses.asdict(row), "load": load}))
+    return row, load
 
 
 def int8_part(args, acts: list[str], folder: Path) -> list[str]:
@@ -145,14 +149,17 @@ def int8_part(args, acts: list[str], folder: Path) -> list[str]:
     from yolo_act_swap.engine.int8 import INT8_HEAD, Int8Check, int8_backends, int8_rows
 
     info = resolve_data("demo", splits=("train", "val"))
-    backends, body, load0 = int8_backends(args.int8_backends), [], os.getloadavg()
+    backends, body, loads = int8_backends(args.int8_backends), [], []
     for cfg in args.int8_models.split(","):
         for act in acts:
             t0 = time.perf_counter()
             try:
                 weights = train(cfg, act, args.int8_epochs, args.int8_imgsz, folder / "train")
-                rows = [cached_int8_check(weights, act, info.yaml, args.int8_imgsz, folder / "int8" / cfg, b)
-                        for b in backends]  # fmt: skip
+                rows = []
+                for b in backends:
+                    row, load = cached_int8_check(weights, act, info.yaml, args.int8_imgsz, folder / "int8" / cfg, b)
+                    rows.append(row)
+                    loads += [load] if load is not None else []
             except Exception as e:  # noqa: BLE001 - one failing activation is a row
                 rows = [Int8Check(act, b, reason=str(e)[:120]) for b in backends]
             for cells in int8_rows(rows):
@@ -161,7 +168,7 @@ def int8_part(args, acts: list[str], folder: Path) -> list[str]:
             print(f"  int8 {cfg} {act}: {time.perf_counter() - t0:.0f}s, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
     table = markdown_table if args.markdown else format_table
     head = ["model", *INT8_HEAD]
-    load = f"load average {load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    load = f"load average {min(loads):.1f}-{max(loads):.1f} while measured" if loads else "load average not recorded"
     return [f"## INT8, demo data, {args.int8_epochs} epochs at {args.int8_imgsz} px (batch 8, AdamW lr0 0.003, seed 0), "
             f"calibrated on the demo train split, validated on val, FP32 and INT8 in the same runtime; {load}",
             *table(head, body, right=range(3, 11))]  # fmt: skip
@@ -193,6 +200,7 @@ def main(argv=None) -> int:
     lines = [f"# benchmarks/deploy.py: {machine(torch.device('cpu'), torch.get_num_threads())}",
              f"# batch 1, {args.imgsz} px, fp32; median of {args.rounds} rounds x {args.repeats} interleaved "
              f"forwards; x SiLU = vs the same model with SiLU in the same backend (lowest-highest round)"]  # fmt: skip
+    lines = lines if args.models else lines[:1]
     for cfg in filter(None, args.models.split(",")):  # --models '': the INT8 part only
         t0 = time.perf_counter()
         rows = export_matrix(builder(cfg, args.imgsz), acts, formats, imgsz=args.imgsz, folder=out / Path(cfg).stem,
