@@ -1,4 +1,7 @@
-"""export-check: the export matrix (ONNX Runtime, OpenVINO), INT8 through OpenVINO NNCF, and how failures show."""
+"""export-check: the export matrix (ONNX Runtime, OpenVINO), INT8 through OpenVINO NNCF, and how failures show.
+
+INT8 through ONNX Runtime: tests/test_int8.py.
+"""
 
 from __future__ import annotations
 
@@ -111,9 +114,10 @@ def test_int8_on_demo_data(tmp_path, capsys):
     assert "OpenVINO" in head and "relu" in int8
     lines = int8.splitlines()
     cols = lines[1].split()
-    assert cols[:4] == ["activation", "FP32", "mAP50-95", "INT8"], lines[1]
+    assert cols[:4] == ["activation", "backend", "FP32", "mAP50-95"], lines[1]
     row = next(x for x in lines[3:] if x.startswith("relu")).split()
-    fp32, q, drop = float(row[1]), float(row[2]), float(row[3])
+    assert row[1] == "OpenVINO", row  # the default backend
+    fp32, q, drop = float(row[2]), float(row[3]), float(row[4])
     assert 0 <= fp32 <= 1 and 0 <= q <= 1 and abs(fp32 - q - drop) < 2e-3
     assert list(tmp_path.glob("int8/relu/*_int8_openvino_model/*.xml"))  # the quantized model is there
 

@@ -2,10 +2,12 @@
 
     yolo-act-swap export-check --cfg yolov8n.yaml --act frelu --act relu --formats onnx,openvino,ncnn --imgsz 160
     yolo-act-swap export-check --cfg yolov8n.yaml --act relu --int8 --data demo
+    yolo-act-swap export-check --weights best.pt --int8 --int8-backend all --data my.yaml
 
 One row per activation and format: exported / loads / runs, max |difference| from PyTorch, batch-1 median latency
 and its ratio to the same model with SiLU in the same format, and the ops the activation became there. A format that
 fails is a row with its reason; a format whose packages are missing is one line naming the extra to install.
+With ``--int8``: FP32 and INT8 mAP50-95 per activation in OpenVINO (NNCF) and/or ONNX Runtime (static quantization).
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated formats out of {', '.join(FORMATS)} (default: %(default)s)")  # fmt: skip
     p.add_argument("--imgsz", type=int, default=160, help="square input size of the export and checks (160)")
     p.add_argument("--repeats", type=int, default=20, help="timed batch-1 runs per model and format (20)")
-    p.add_argument("--int8", action="store_true", help="also quantize with OpenVINO NNCF and compare mAP50-95")
+    p.add_argument("--int8", action="store_true", help="also quantize to INT8 and compare mAP50-95 with FP32")
+    p.add_argument("--int8-backend", default="openvino", metavar="openvino|onnxruntime|all",
+                   help="--int8 runtime(s), comma-separated: openvino (NNCF PTQ, default), onnxruntime (static "
+                   "quantization, also 'onnx'), or all")  # fmt: skip
     p.add_argument("--data", help="dataset for --int8 calibration and validation (default: the built-in demo)")
     p.add_argument("--out", help="keep the exported models in this folder (default: a temporary one)")
     add_verbose(p, "show tracebacks on errors and the exporters' logs")
@@ -102,6 +107,9 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"--imgsz {args.imgsz}: give a positive multiple of 32, e.g. 160")
     if args.data and not args.int8:
         raise UsageError("--data is for --int8; add --int8 or drop --data")
+    backends = _int8_backends(args.int8_backend)
+    if not args.int8 and args.int8_backend != "openvino":
+        raise UsageError("--int8-backend is for --int8; add --int8 or drop --int8-backend")
     formats = _available(_formats(args.formats))
     info = None
     if args.int8:
@@ -112,11 +120,20 @@ def main(argv: list[str]) -> int:
     build, labels = _builder(args, nc)
     with tempfile.TemporaryDirectory(prefix="yas-export-check-") as tmp:
         folder = Path(args.out) if args.out else Path(tmp)
-        _report(build, labels, formats, folder, args, info)
+        _report(build, labels, formats, folder, args, info, backends)
     return 0
 
 
-def _report(build, labels, formats, folder, args, info) -> None:
+def _int8_backends(text: str) -> list[str]:
+    from ..engine.int8 import int8_backends
+
+    try:
+        return int8_backends(text)
+    except KeyError as e:
+        raise UsageError(f"--int8-backend: {e.args[0]}") from None
+
+
+def _report(build, labels, formats, folder, args, info, backends) -> None:
     from ..engine.export import export_matrix, matrix_table
 
     rows = export_matrix(build, labels, formats, imgsz=args.imgsz, folder=folder / "matrix", repeats=args.repeats,
@@ -126,20 +143,37 @@ def _report(build, labels, formats, folder, args, info) -> None:
     print(matrix_table(rows))
     if info is None:
         return
-    from ..engine.int8 import int8_check, int8_table
+    from ..engine.formats import DEPLOY_EXTRA, FORMATS, missing_modules
+    from ..engine.int8 import INT8_BACKENDS, int8_table
 
-    fp32 = {r.act: r.path for r in rows if r.format == "openvino" and r.runs}
+    for b in list(backends):
+        missing = missing_modules(INT8_BACKENDS[b])
+        if missing:
+            print(f"INT8 {FORMATS[b].title}: skipped, {', '.join(missing)} not installed: {DEPLOY_EXTRA}")
+            backends = [x for x in backends if x != b]
+    if not backends:
+        return
+    checks = _int8_checks(build, labels, rows, folder, args, info, backends)
+    how = {"openvino": "OpenVINO NNCF", "onnx": "ONNX Runtime static"}
+    print(f"\nINT8 ({' and '.join(how[b] for b in backends)} post-training quantization, calibrated on "
+          f"{info.source} train, validated on val; FP32 and INT8 in the same runtime):")  # fmt: skip
+    print(int8_table(checks))
+
+
+def _int8_checks(build, labels, rows, folder, args, info, backends) -> list:
+    """One ``Int8Check`` per activation and backend, reusing the matrix's FP32 exports."""
+    from ..engine.export import error_line
+    from ..engine.int8 import Int8Check, int8_check
+
+    fp32 = {(r.act, r.format): r.path for r in rows if r.runs}
     checks = []
     for label in labels:
         try:
             model = build(label)
         except Exception as e:  # noqa: BLE001 - reported as the row's reason
-            from ..engine.export import error_line
-            from ..engine.int8 import Int8Check
-
-            checks.append(Int8Check(label, reason=f"build: {error_line(e)}"))
+            checks += [Int8Check(label, b, reason=f"build: {error_line(e)}") for b in backends]
             continue
-        checks.append(int8_check(model, label, info.yaml, args.imgsz, folder / "int8", fp32_path=fp32.get(label),
-                                 verbose=args.verbose))  # fmt: skip
-    print(f"\nINT8 (OpenVINO NNCF post-training quantization, calibrated on {info.source} train, validated on val):")
-    print(int8_table(checks))
+        for b in backends:
+            checks.append(int8_check(model, label, info.yaml, args.imgsz, folder / "int8", backend=b,
+                                     fp32_path=fp32.get((label, b)), verbose=args.verbose))  # fmt: skip
+    return checks
