@@ -94,9 +94,11 @@ def clock_name(clock: str) -> str:
     return "cpu" if torch.get_num_threads() == 1 else "wall"
 
 
-def _burn() -> None:  # pragma: no cover - runs in a child process
+def _burn(parent: int) -> None:  # pragma: no cover - runs in a child process
+    """Spin until the benchmark that started us is gone: daemon children are not stopped when their parent is
+    killed (SIGKILL, a timeout), and orphaned burners would load the machine for every later measurement."""
     x = 0
-    while True:
+    while os.getppid() == parent:
         for i in range(100_000):
             x += i
 
@@ -109,7 +111,7 @@ class Burners:
 
     def __enter__(self) -> "Burners":
         ctx = mp.get_context("spawn")
-        self.procs = [ctx.Process(target=_burn, daemon=True) for _ in range(self.n)]
+        self.procs = [ctx.Process(target=_burn, args=(os.getpid(),), daemon=True) for _ in range(self.n)]
         for p in self.procs:
             p.start()
         if self.procs:
