@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
 BUILD = "from yolo_act_swap.models import load_model; load_model({cfg!r})"
 
 
