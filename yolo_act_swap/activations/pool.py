@@ -70,13 +70,18 @@ def pool_workers(device: torch.device, blocks: int) -> int:
 
 
 @contextlib.contextmanager
-def one_thread(device: torch.device):
-    """Run the block's ops on this thread alone (on CPU with the pool): for small tensors of a few ten thousand values,
-    where an OpenMP region costs more than the work whenever another process holds a core."""
-    if not pool_workers(device, 2):
+def one_thread(device: torch.device | None = None):
+    """Run the block's ops on this thread alone, then restore the thread count: for small tensors, where an OpenMP
+    region costs more than the work whenever another process holds a core.
+
+    With ``device``: only where the pool would be used (CPU, more than one thread). Without: whenever torch has more
+    than one thread (verification's tiny real forwards: yolov7 + frelu took 20.6 s at 2 threads beside other jobs,
+    2.6 s on one).
+    """
+    threads = torch.get_num_threads()
+    if (not pool_workers(device, 2)) if device is not None else threads == 1:
         yield
         return
-    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 
+from ..activations.pool import one_thread
 from ..blocks import Site, find_blocks, unwrap_model
 from ..errors import PatchError
 from .checks import check_finite, fuse_copy, model_flops
-from .meta import META, meta_copy, one_thread, preserved_state
+from .meta import META, meta_copy, preserved_state
 from .shapeonly import ShapeOnly, set_shape_mode, shape_mode
 from .shapes import fmt_shape, shape_of
 from .trace import (

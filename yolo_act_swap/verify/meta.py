@@ -16,25 +16,6 @@ META = torch.device("meta")
 _MODULE_SLOTS = ("_parameters", "_buffers", "_modules")
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Run the block with one torch CPU thread, then restore the count.
-
-    Verification's real work is thousands of ops on tiny tensors (a 32x32 forward, single activations on 8x8 maps),
-    which gain nothing from intra-op threads; on a busy machine each op's parallel region then waits for a
-    descheduled thread instead (yolov7 + frelu: verification 20.6 s at 2 threads beside other jobs, 1.6 s at one).
-    """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def meta_copy(module: nn.Module) -> nn.Module:
     """A structural copy of ``module`` whose parameters and buffers are empty ``meta`` tensors (no data is copied).
 
