@@ -29,7 +29,6 @@ from .int8_ort import ORT_INT8_MODULES, quantize_onnx
 
 INT8_BACKENDS = {"openvino": ("openvino", "nncf"), "onnx": ("onnxslim", *ORT_INT8_MODULES)}  # format -> modules
 INT8_ALIASES = {"onnxruntime": "onnx", "ort": "onnx", "ov": "openvino"}
-INT8_MODULES = INT8_BACKENDS["openvino"]
 
 
 def int8_backends(text: str) -> list[str]:
