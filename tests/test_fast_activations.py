@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from helpers import randomize
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from yolo_act_swap.activations import create_activation, functional, fuse_activations
+from yolo_act_swap.activations import create_activation, functional, fuse_activations, pool
 from yolo_act_swap.activations import frelu as frelu_module
 from yolo_act_swap.errors import ActivationArgError
 
@@ -426,6 +426,8 @@ def two_workers(monkeypatch):
     torch.set_num_threads(2)
     monkeypatch.setattr(functional, "CHUNK_ELEMENTS", 12)
     monkeypatch.setattr(functional, "MIN_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(functional, "POOL_MIN_ELEMENTS", 0)  # tiny tensors on the pool all the same
+    monkeypatch.setattr(pool, "POOL_MIN_ELEMENTS", 0)
     if not functional.pool_workers(torch.device("cpu"), 4):
         pytest.skip("torch's parallel backend is not OpenMP: blocks run in the calling thread")
     yield
@@ -459,6 +461,69 @@ def test_worker_pool_leaves_the_thread_settings_alone(two_workers):
     assert seen == [2]
     workers = functional.run_blocks(lambda b: torch.get_num_threads(), [0, 1, 2, 3], torch.device("cpu"))
     assert workers == [1, 1, 1, 1]
+
+
+def test_small_pass_runs_on_one_thread_in_order():
+    """A pass under ``POOL_MIN_ELEMENTS`` runs its blocks on the calling thread, single-threaded, in order (the pool's
+    GIL hand-overs cost more than such blocks' work); a large one is shared out to the pool."""
+    import threading
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        if not functional.pool_workers(torch.device("cpu"), 4):
+            pytest.skip("torch's parallel backend is not OpenMP: blocks run in the calling thread")
+        me = threading.get_ident()
+        small = functional.Blocks(range(4), elements=functional.POOL_MIN_ELEMENTS - 1)
+        seen = functional.run_blocks(lambda b: (b, threading.get_ident(), torch.get_num_threads()), small,
+                                     torch.device("cpu"))  # fmt: skip
+        assert seen == [(b, me, 1) for b in range(4)]
+        assert torch.get_num_threads() == 2
+        assert functional.pool_workers(torch.device("cpu"), 4, functional.POOL_MIN_ELEMENTS) == 2
+        x3 = torch.zeros(2, 8, functional.POOL_MIN_ELEMENTS // 16)
+        blocks = functional.chunk_slices(x3)
+        assert blocks.elements == x3.numel() and len(blocks) >= 8  # an eighth at most: blocks to share out
+        assert len(functional.chunk_slices(torch.zeros(2, 8, 1000))) == 1  # small: blocks of CHUNK_ELEMENTS
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("name", ["dy_relu_b", "dy_relu_c", "meta_acon_c"])
+def test_hyper_function_on_one_thread_same_gradients(name, monkeypatch):
+    """At 2 threads the hyper-function (pooled features -> coefficients) runs forward and backward on one thread
+    (``one_thread_graph``), with the gradients of plain autograd for the input and every parameter."""
+    from yolo_act_swap.activations import acon, dyrelu
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        m = build(name, C, 0).to(torch.float64).train()
+        mr = copy.deepcopy(m)
+        x = torch.randn(4, C, 5, 6, dtype=torch.float64)
+        w = torch.randn_like(x)
+        seen = []
+        head = m._theta if name.startswith("dy") else m._beta_head
+
+        def spy(t):  # threads inside the small graph, forward and backward
+            seen.append(torch.get_num_threads())
+            if t.requires_grad:
+                t.register_hook(lambda g: seen.append(torch.get_num_threads()))
+            return head(t)
+
+        monkeypatch.setattr(m, "_theta" if name.startswith("dy") else "_beta_head", spy)
+        y, gx = run(m, x, w)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        for mod in (acon, dyrelu):
+            monkeypatch.setattr(mod, "one_thread_graph", lambda fn, t, params: fn(t))
+        yr, gxr = run(mr, x, w)
+        torch.testing.assert_close(y, yr, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(gx, gxr, atol=1e-12, rtol=1e-12)
+        gp, gpr = grads(m), grads(mr)
+        assert gp.keys() == gpr.keys() and gp
+        for k in gp:
+            torch.testing.assert_close(gp[k], gpr[k], atol=1e-12, rtol=1e-12, msg=lambda s: f"{k}: {s}")
+    finally:
+        torch.set_num_threads(n)
 
 
 # --- exported graphs ----------------------------------------------------------------------------------------------

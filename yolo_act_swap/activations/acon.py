@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .functional import (
+    affine,
     as_bool,
     batch_norm,
     chunk_slices,
@@ -23,6 +24,8 @@ from .functional import (
     exporting,
     fold_bn,
     global_avg_pool,
+    one_thread_graph,
+    one_thread_if_small,
     planes,
     run_blocks,
     same_layout,
@@ -62,9 +65,9 @@ class _AconFunction(torch.autograd.Function):
             bd, d, p2c = (coef[:, cs] if shared else coef[ns, cs]).unbind(-1)
             s = torch.mul(xs, bd).sigmoid_()
             if same:  # x (d s + p2), straight into the output block
-                torch.addcmul(p2c, s, d, out=y3[ns, cs]).mul_(xs)
+                torch.mul(affine(s, d, p2c, out=s), xs, out=y3[ns, cs])
             else:
-                y3[ns, cs] = torch.addcmul(p2c, s, d).mul_(xs)
+                y3[ns, cs] = affine(s, d, p2c, out=s).mul_(xs)
 
         run_blocks(block, chunk_slices(x3), x.device)
         ctx.save_for_backward(x, p1, p2, beta)
@@ -73,52 +76,58 @@ class _AconFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        x, p1, p2, beta = ctx.saved_tensors
-        n, c, h, w = x.shape
-        cdt = compute_dtype(x.dtype)
-        x3, g3 = x.contiguous().view(n, c, h * w), g.contiguous().view(n, c, h * w)
-        coef = _acon_coefs(p1, p2, beta, c, cdt)
-        shared = coef.shape[0] == 1
-        gx = torch.empty_like(x, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
-        gx3 = gx.view(n, c, h * w) if gx is not None else None  # write through a view, return the base
-        same = cdt == x.dtype
-        # per (sample, channel): sum_hw g x, sum_hw g x q with q = d/du [u sigmoid(beta u)], sum_hw g x^2 s (1 - s)
-        sums = torch.zeros(n, c, 3, dtype=cdt, device=x.device)
+        with one_thread_if_small(g):
+            return _acon_backward(ctx, g)
 
-        def block(ns_cs):
-            ns, cs = ns_cs
-            xs, gs = (x3[ns, cs], g3[ns, cs]) if same else (x3[ns, cs].to(cdt), g3[ns, cs].to(cdt))
-            bd, d, p2c = (coef[:, cs] if shared else coef[ns, cs]).unbind(-1)
-            v = torch.mul(xs, bd)  # beta u
-            s = torch.sigmoid(v)
-            sp = torch.addcmul(s, s, s, value=-1)  # s (1 - s)
-            q = torch.addcmul(s, v, sp)  # s + v s (1 - s)
-            gxp = torch.mul(gs, xs)  # g x
-            sums[ns, cs] = torch.stack((gxp.sum(-1), torch.mul(gxp, q).sum(-1), sp.mul_(xs).mul_(gxp).sum(-1)), -1)
-            if gx3 is not None:  # g (d q + p2)
-                if same:
-                    torch.addcmul(p2c, q, d, out=gx3[ns, cs]).mul_(gs)
-                else:
-                    gx3[ns, cs] = torch.addcmul(p2c, q, d).mul_(gs)
 
-        run_blocks(block, chunk_slices(x3), x.device)
-        dd = (p1 - p2).to(cdt).reshape(1, c)
-        g_p1 = sums[..., 1]
-        g_p2 = sums[..., 0] - sums[..., 1]
-        g_beta = sums[..., 2] * dd * dd
+def _acon_backward(ctx, g):
+    """``_AconFunction.backward``: the gradients of x, p1, p2 and beta from the saved x and the parameters."""
+    x, p1, p2, beta = ctx.saved_tensors
+    n, c, h, w = x.shape
+    cdt = compute_dtype(x.dtype)
+    x3, g3 = x.contiguous().view(n, c, h * w), g.contiguous().view(n, c, h * w)
+    coef = _acon_coefs(p1, p2, beta, c, cdt)
+    shared = coef.shape[0] == 1
+    gx = torch.empty_like(x, memory_format=torch.contiguous_format) if ctx.needs_input_grad[0] else None
+    gx3 = gx.view(n, c, h * w) if gx is not None else None  # write through a view, return the base
+    same = cdt == x.dtype
+    # per (sample, channel): sum_hw g x, sum_hw g x q with q = d/du [u sigmoid(beta u)], sum_hw g x^2 s (1 - s)
+    sums = torch.zeros(n, c, 3, dtype=cdt, device=x.device)
 
-        def _as(grad, like):  # reduce (N, C) sums to the parameter's (1|N, C, 1, 1) shape
-            if like.shape[0] == 1:
-                grad = grad.sum(0, keepdim=True)
-            return grad.reshape(like.shape).to(like.dtype)
+    def block(ns_cs):
+        ns, cs = ns_cs
+        xs, gs = (x3[ns, cs], g3[ns, cs]) if same else (x3[ns, cs].to(cdt), g3[ns, cs].to(cdt))
+        bd, d, p2c = (coef[:, cs] if shared else coef[ns, cs]).unbind(-1)
+        v = torch.mul(xs, bd)  # beta u
+        s = torch.sigmoid(v)
+        sp = torch.addcmul(s, s, s, value=-1)  # s (1 - s)
+        q = torch.addcmul(s, v, sp)  # s + v s (1 - s)
+        gxp = torch.mul(gs, xs)  # g x
+        sums[ns, cs] = torch.stack((gxp.sum(-1), torch.mul(gxp, q).sum(-1), sp.mul_(xs).mul_(gxp).sum(-1)), -1)
+        if gx3 is not None:  # g (d q + p2)
+            if same:
+                torch.mul(affine(q, d, p2c, out=q), gs, out=gx3[ns, cs])
+            else:
+                gx3[ns, cs] = affine(q, d, p2c, out=q).mul_(gs)
 
-        need = ctx.needs_input_grad
-        return (
-            same_layout(gx, x) if gx is not None else None,
-            _as(g_p1, p1) if need[1] else None,
-            _as(g_p2, p2) if need[2] else None,
-            _as(g_beta, beta) if need[3] else None,
-        )
+    run_blocks(block, chunk_slices(x3), x.device)
+    dd = (p1 - p2).to(cdt).reshape(1, c)
+    g_p1 = sums[..., 1]
+    g_p2 = sums[..., 0] - sums[..., 1]
+    g_beta = sums[..., 2] * dd * dd
+
+    def _as(grad, like):  # reduce (N, C) sums to the parameter's (1|N, C, 1, 1) shape
+        if like.shape[0] == 1:
+            grad = grad.sum(0, keepdim=True)
+        return grad.reshape(like.shape).to(like.dtype)
+
+    need = ctx.needs_input_grad
+    return (
+        same_layout(gx, x) if gx is not None else None,
+        _as(g_p1, p1) if need[1] else None,
+        _as(g_p2, p2) if need[2] else None,
+        _as(g_beta, beta) if need[3] else None,
+    )
 
 
 def acon_formula(x: torch.Tensor, p1: torch.Tensor, p2: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -158,12 +167,13 @@ def _acon_inference(x, p1, p2, beta):
 def _acon(x, p1, p2, beta, compile=False):
     if exporting():  # per-channel beta: the graph ONNX Runtime keeps in its blocked layout (see graphs.py)
         return acon_graph(x, p1, p2, beta) if isinstance(beta, nn.Parameter) else acon_formula(x, p1, p2, beta)
-    if not torch.is_grad_enabled():
-        return _acon_inference(x, p1, p2, beta)
-    if compile:  # one fused kernel per pass; the compiler decides what to keep for the backward
+    if compile and torch.is_grad_enabled():  # one fused kernel per pass; the compiler decides what to keep
         # views, not Parameters: dynamo keeps Parameter shapes static, which would compile once per channel count
         return compiled(acon_formula)(x, p1.view(p1.shape), p2.view(p2.shape), beta.view(beta.shape))
-    return _AconFunction.apply(x, p1, p2, beta)
+    with one_thread_if_small(x):  # a small map: its whole forward on one thread (see pool.py)
+        if not torch.is_grad_enabled():
+            return _acon_inference(x, p1, p2, beta)
+        return _AconFunction.apply(x, p1, p2, beta)
 
 
 def _init_p(channels: int, init: str, allowed: tuple) -> tuple:
@@ -257,19 +267,26 @@ class MetaAconC(nn.Module):
         """``beta(x)`` with fc1/fc2 as matrix products on (N, C) (the same weights and values): oneDNN runs a 1x1
         conv of a (N, C, 1, 1) tensor as OpenMP regions, which cost a scheduler slice each beside other processes
         (92 ms against 0.12 ms for fwd+bwd at 2 threads, load 11); a small matrix product stays on one thread, and
-        so does ``small_batch_norm``."""
-        b = F.linear(global_avg_pool(x), self.fc1.weight.flatten(1), self.fc1.bias)
+        so does ``small_batch_norm``; their backward too (``one_thread_graph``)."""
+        params = [p for m in (self.fc1, self.bn1, self.fc2, self.bn2) if m is not None for p in m.parameters()]
+        return one_thread_graph(self._beta_head, global_avg_pool(x), params)[:, :, None, None]
+
+    def _beta_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """fc1 (+ bn1), fc2 (+ bn2) and the sigmoid on the (N, C) pooled input."""
+        b = F.linear(pooled, self.fc1.weight.flatten(1), self.fc1.bias)
         if self.bn1 is not None:
             b = small_batch_norm(self.bn1, b)
         b = F.linear(b, self.fc2.weight.flatten(1), self.fc2.bias)
         if self.bn2 is not None:
             b = small_batch_norm(self.bn2, b)
-        return torch.sigmoid(b)[:, :, None, None]
+        return torch.sigmoid(b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply Meta-ACON-C to an (N, C, H, W) tensor."""
-        beta = self.beta(x) if exporting() or x.device.type != "cpu" else self._lean_beta(x)
-        return _acon(x, self.p1, self.p2, beta, self.use_compile)
+        if exporting() or x.device.type != "cpu":
+            return _acon(x, self.p1, self.p2, self.beta(x), self.use_compile)
+        with one_thread_if_small(x):  # the hyper-function too (see pool.py)
+            return _acon(x, self.p1, self.p2, self._lean_beta(x), self.use_compile)
 
     @torch.no_grad()
     def fuse(self) -> "MetaAconC":

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from .dyrelu_autograd import DyReLUFunction, Spatial
 from .functional import (
+    affine,
     as_bool,
     batch_norm,
     bn_momentum,
@@ -36,6 +37,8 @@ from .functional import (
     exporting,
     fold_bn,
     global_avg_pool,
+    one_thread_graph,
+    one_thread_if_small,
     planes,
     run_blocks,
 )
@@ -72,11 +75,11 @@ def _dy_relu_inference(x, a, b, pi):
         ns, ms = ns_ms
         i = (ns, ms) if nchw else (ns,)
         xs, out = x3[ns, ms], y3[ns, ms]
-        torch.addcmul(cf3[k][i], xs, cf3[0][i], out=out)
+        affine(xs, cf3[0][i], cf3[k][i], out=out)
         if k > 1:
             t = torch.empty_like(xs)
             for j in range(1, k):
-                torch.maximum(out, torch.addcmul(cf3[k + j][i], xs, cf3[j][i], out=t), out=out)
+                torch.maximum(out, affine(xs, cf3[j][i], cf3[k + j][i], out=t), out=out)
         if pi3 is not None:
             out.mul_(pi3[ns] if nchw else pi3[ns, ms])
 
@@ -155,11 +158,16 @@ class DyReLU(nn.Module):
 
     def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Slopes ``a`` and intercepts ``b``, each of shape (N, 1|C, K), from the spatial mean of ``x``."""
-        theta = 2.0 * torch.sigmoid(self.fc2(F.relu(self.fc1(global_avg_pool(x))))) - 1.0
-        theta = theta.view(x.shape[0], -1, 2 * self.k)
+        params = [*self.fc1.parameters(), *self.fc2.parameters()]
+        theta = one_thread_graph(self._theta, global_avg_pool(x), params).view(x.shape[0], -1, 2 * self.k)
         a = self.init_a.to(theta.dtype) + LAMBDA_A * theta[..., : self.k]
         b = self.init_b.to(theta.dtype) + LAMBDA_B * theta[..., self.k :]
         return a, b
+
+    def _theta(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``2 sigmoid(fc2(relu(fc1(pooled)))) - 1`` on the (N, C) pooled input (on one thread, forward and backward,
+        where torch has more: ``one_thread_graph``)."""
+        return 2.0 * torch.sigmoid(self.fc2(F.relu(self.fc1(pooled)))) - 1.0
 
     def spatial_attention(self, x: torch.Tensor) -> torch.Tensor | None:
         """DY-ReLU-C's ``pi`` of shape (N, 1, H, W), or None for A and B."""
@@ -195,9 +203,15 @@ class DyReLU(nn.Module):
         """Apply DY-ReLU to an (N, C, H, W) tensor."""
         if exporting():
             return self.export_forward(x)
-        a, b = self.coefficients(x)
         if self.use_compile:
+            a, b = self.coefficients(x)
             return compiled(dy_relu_formula)(x, a, b, self.spatial_attention(x))
+        with one_thread_if_small(x):  # a small map: the whole forward on one thread (see pool.py)
+            return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` without export and compile: the inference path or the training function."""
+        a, b = self.coefficients(x)
         if not torch.is_grad_enabled():
             return _dy_relu_inference(x, a, b, self.spatial_attention(x))
         bn = self.spatial_bn

@@ -10,7 +10,16 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .functional import chunk_slices, compute_dtype, one_thread, pool_workers, run_blocks, same_layout
+from .functional import (
+    affine,
+    chunk_slices,
+    compute_dtype,
+    one_thread,
+    one_thread_if_small,
+    pool_workers,
+    run_blocks,
+    same_layout,
+)
 
 __all__ = ["DyReLUFunction", "Spatial"]
 
@@ -50,12 +59,12 @@ def _block_one_piece(xs, gp, cf, gxs, need_pi):
     sums = torch.stack((torch.mul(gp, xs).sum(-1), gp.sum(-1)), -1)
     if gxs is not None:
         torch.mul(gp, cf[0], out=gxs)
-    return sums, torch.addcmul(cf[1], xs, cf[0]) if need_pi else None
+    return sums, affine(xs, cf[0], cf[1]) if need_pi else None
 
 
 def _block_two_pieces(xs, gp, cf, gxs, need_pi):
     """K = 2: the winner is recomputed from the sign of ``(a_1 - a_0) x + b_1 - b_0``."""
-    z = torch.addcmul(cf[3], xs, cf[2])  # > 0 where piece 1 wins (t1 > t0)
+    z = affine(xs, cf[2], cf[3])  # > 0 where piece 1 wins (t1 > t0)
     gm = torch.ops.aten.threshold_backward(gp, z, 0)  # gp where piece 1 wins, else 0
     sums = torch.stack((torch.mul(gp, xs).sum(-1), torch.mul(gm, xs).sum(-1), gp.sum(-1), gm.sum(-1)), -1)
     if gxs is not None:
@@ -78,7 +87,7 @@ def _block_k_pieces(xs, gp, cf, ids, gxs, need_pi):
         if gxs is not None:
             gxs.addcmul_(gm, cf[i])
         if need_pi:
-            yb.addcmul_(mf, torch.addcmul(cf[k + i], xs, cf[i]))
+            yb.addcmul_(mf, affine(xs, cf[i], cf[k + i]))
     return torch.stack(parts[0::2] + parts[1::2], -1), yb
 
 
@@ -147,7 +156,7 @@ def _spatial_logits(x3: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``w @ x3`` per sample, (1, C) x (N, C, HW) -> (N, 1, HW): on CPU with the pool, one product per block, the
     blocks' partial sums added in block order."""
     blocks = chunk_slices(x3)
-    if not pool_workers(x3.device, len(blocks)):
+    if not pool_workers(x3.device, len(blocks), blocks.elements):
         return torch.matmul(w, x3)
     z = torch.zeros(x3.shape[0], 1, x3.shape[2], dtype=x3.dtype, device=x3.device)
     for (ns, _), part in zip(blocks, run_blocks(lambda b: torch.matmul(w[:, b[1]], x3[b]), blocks, x3.device)):
@@ -194,13 +203,13 @@ class DyReLUFunction(torch.autograd.Function):
             ns, cs = ns_cs
             xs = x3[ns, cs] if same else x3[ns, cs].to(cdt)
             cf = (coef[ns] if shared else coef[ns, cs]).unbind(-1)  # a_0..a_K-1, b_0..b_K-1
-            out = torch.addcmul(cf[k], xs, cf[0], out=y3[ns, cs] if same else None)
+            out = affine(xs, cf[0], cf[k], out=y3[ns, cs] if same else None)
             if k == 2:
-                torch.maximum(out, torch.addcmul(cf[3], xs, cf[1]), out=out)
+                torch.maximum(out, affine(xs, cf[1], cf[3]), out=out)
             elif k > 2:  # running max with the winner's index
                 ids = torch.zeros(xs.shape, dtype=torch.uint8, device=x.device)
                 for i in range(1, k):
-                    t = torch.addcmul(cf[k + i], xs, cf[i])
+                    t = affine(xs, cf[i], cf[k + i])
                     m = torch.gt(t, out)
                     torch.maximum(out, t, out=out)
                     ids.masked_fill_(m, i)
@@ -218,54 +227,60 @@ class DyReLUFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        x, a, b, pi, idx, sp_weight = ctx.saved_tensors
-        n, c, h, w = x.shape
-        k = a.shape[-1]
-        cdt = compute_dtype(x.dtype)
-        x3, g3 = x.contiguous().view(n, c, h * w), g.contiguous().view(n, c, h * w)
-        coef = _backward_coefs(a, b, k, cdt)
-        shared = coef.shape[1] == 1
-        pi3 = pi.to(cdt).reshape(n, 1, h * w) if pi is not None else None
-        need = ctx.needs_input_grad
-        need_x = need[0]
-        need_pi = pi is not None and (need[3] or (ctx.attention is not None and any(need[i] for i in (0, 4, 5, 6, 7))))
-        gx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None
-        gx3 = gx.view(n, c, h * w) if gx is not None else None  # write through a view, return the base
-        # per (sample, channel): sum_hw of g*x and of g for each piece (K=2: all pieces, then piece 1)
-        sums = torch.zeros(n, c, 2 * k, dtype=cdt, device=x.device)
-        gpi = torch.zeros(n, 1, h * w, dtype=cdt, device=x.device) if need_pi else None
-        same = cdt == x.dtype
+        with one_thread_if_small(g):  # a small map: the whole backward on one thread (see pool.py)
+            return _dy_relu_backward(ctx, g)
 
-        def block(ns_cs):
-            ns, cs = ns_cs
-            xs, gs = (x3[ns, cs], g3[ns, cs]) if same else (x3[ns, cs].to(cdt), g3[ns, cs].to(cdt))
-            cf = (coef[ns] if shared else coef[ns, cs]).unbind(-1)
-            gp = gs * pi3[ns] if pi3 is not None else gs  # gradient w.r.t. the un-attended output
-            gxs = (gx3[ns, cs] if same else torch.empty_like(xs)) if need_x else None
-            ids = idx[ns, cs] if k > 2 else None
-            sums[ns, cs], yb = _piece_block(k, xs, gp, cf, ids, gxs, need_pi)
-            if gxs is not None and not same:
-                gx3[ns, cs] = gxs
-            return yb.mul_(gs).sum(1, keepdim=True) if yb is not None else None  # this block's part of gpi[ns]
 
-        blocks = chunk_slices(x3)
-        for (ns, _), part in zip(blocks, run_blocks(block, blocks, x.device)):
-            if part is not None:
-                gpi[ns] += part
-        ga, gb = _coef_grads(sums, k, a)
-        g_spw = g_spb = g_bnw = g_bnb = None
-        if ctx.attention is not None:  # backprop through the attention tail, then the 1x1 conv, into gx
-            g_spw, g_spb, g_bnw, g_bnb = _attention_backward(
-                ctx.attention, gpi, x3, gx3, sp_weight, ctx.has_sp_bias, need, cdt
-            )
-        return (
-            same_layout(gx, x) if gx is not None else None,
-            ga.to(a.dtype) if need[1] else None,
-            gb.to(b.dtype) if need[2] else None,
-            gpi.view(n, 1, h, w).to(pi.dtype) if need_pi and need[3] else None,
-            g_spw,
-            g_spb,
-            g_bnw if need[6] else None,
-            g_bnb if need[7] else None,
-            None,
+def _dy_relu_backward(ctx, g):
+    """``DyReLUFunction.backward``: the gradients of x, a, b, pi and the fused DY-ReLU-C attention's leaves."""
+    x, a, b, pi, idx, sp_weight = ctx.saved_tensors
+    n, c, h, w = x.shape
+    k = a.shape[-1]
+    cdt = compute_dtype(x.dtype)
+    x3, g3 = x.contiguous().view(n, c, h * w), g.contiguous().view(n, c, h * w)
+    coef = _backward_coefs(a, b, k, cdt)
+    shared = coef.shape[1] == 1
+    pi3 = pi.to(cdt).reshape(n, 1, h * w) if pi is not None else None
+    need = ctx.needs_input_grad
+    need_x = need[0]
+    need_pi = pi is not None and (need[3] or (ctx.attention is not None and any(need[i] for i in (0, 4, 5, 6, 7))))
+    gx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None
+    gx3 = gx.view(n, c, h * w) if gx is not None else None  # write through a view, return the base
+    # per (sample, channel): sum_hw of g*x and of g for each piece (K=2: all pieces, then piece 1)
+    sums = torch.zeros(n, c, 2 * k, dtype=cdt, device=x.device)
+    gpi = torch.zeros(n, 1, h * w, dtype=cdt, device=x.device) if need_pi else None
+    same = cdt == x.dtype
+
+    def block(ns_cs):
+        ns, cs = ns_cs
+        xs, gs = (x3[ns, cs], g3[ns, cs]) if same else (x3[ns, cs].to(cdt), g3[ns, cs].to(cdt))
+        cf = (coef[ns] if shared else coef[ns, cs]).unbind(-1)
+        gp = gs * pi3[ns] if pi3 is not None else gs  # gradient w.r.t. the un-attended output
+        gxs = (gx3[ns, cs] if same else torch.empty_like(xs)) if need_x else None
+        ids = idx[ns, cs] if k > 2 else None
+        sums[ns, cs], yb = _piece_block(k, xs, gp, cf, ids, gxs, need_pi)
+        if gxs is not None and not same:
+            gx3[ns, cs] = gxs
+        return yb.mul_(gs).sum(1, keepdim=True) if yb is not None else None  # this block's part of gpi[ns]
+
+    blocks = chunk_slices(x3)
+    for (ns, _), part in zip(blocks, run_blocks(block, blocks, x.device)):
+        if part is not None:
+            gpi[ns] += part
+    ga, gb = _coef_grads(sums, k, a)
+    g_spw = g_spb = g_bnw = g_bnb = None
+    if ctx.attention is not None:  # backprop through the attention tail, then the 1x1 conv, into gx
+        g_spw, g_spb, g_bnw, g_bnb = _attention_backward(
+            ctx.attention, gpi, x3, gx3, sp_weight, ctx.has_sp_bias, need, cdt
         )
+    return (
+        same_layout(gx, x) if gx is not None else None,
+        ga.to(a.dtype) if need[1] else None,
+        gb.to(b.dtype) if need[2] else None,
+        gpi.view(n, 1, h, w).to(pi.dtype) if need_pi and need[3] else None,
+        g_spw,
+        g_spb,
+        g_bnw if need[6] else None,
+        g_bnb if need[7] else None,
+        None,
+    )

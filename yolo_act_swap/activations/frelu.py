@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .functional import (
+    affine,
     as_bool,
     batch_norm,
     bn_momentum,
@@ -126,7 +127,7 @@ class _FReLUFunction(torch.autograd.Function):
         def conv_back(ns_cs):
             ns, cs = ns_cs
             gt = funnel_grad(ns, cs)
-            gc = torch.addcmul(b[:, cs], c3[ns, cs], a[:, cs]).addcmul_(gt, k[:, cs])
+            gc = affine(c3[ns, cs], a[:, cs], b[:, cs]).addcmul_(gt, k[:, cs])
             gxc, gwc, gbc = _conv_backward(
                 gc.to(x.dtype).view(x[ns, cs].shape), x[ns, cs], wx[cs], has_bias, padding, cs.stop - cs.start, mask_w
             )
