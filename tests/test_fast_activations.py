@@ -483,7 +483,9 @@ def test_small_pass_runs_on_one_thread_in_order():
         x3 = torch.zeros(2, 8, functional.POOL_MIN_ELEMENTS // 16)
         blocks = functional.chunk_slices(x3)
         assert blocks.elements == x3.numel() and len(blocks) >= 8  # an eighth at most: blocks to share out
-        assert len(functional.chunk_slices(torch.zeros(2, 8, 1000))) == 1  # small: blocks of CHUNK_ELEMENTS
+        assert len(functional.chunk_slices(torch.zeros(2, 8, 1000))) == 1  # small: blocks of SERIAL_CHUNK_ELEMENTS
+        small = functional.chunk_slices(torch.zeros(8, 256, 400))
+        assert len(small) == 8 and small.elements == 8 * 256 * 400  # one sample (102,400 elements) per block
     finally:
         torch.set_num_threads(n)
 
