@@ -528,6 +528,32 @@ def test_hyper_function_on_one_thread_same_gradients(name, monkeypatch):
         torch.set_num_threads(n)
 
 
+@pytest.mark.parametrize("name", ["dy_relu_b", "dy_relu_c", "meta_acon_c"])
+def test_two_threads_under_bf16_autocast_same_as_one(name):
+    """Under CPU bf16 autocast, 2 threads (hyper-function on ``one_thread_graph``, small map on one thread) give the
+    1-thread outputs and gradients exactly, and every parameter gets its gradient."""
+    n = torch.get_num_threads()
+    m = build(name, C, 0).train()
+    x = torch.randn(4, C, 6, 5)
+    res = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            mm, xx = copy.deepcopy(m), x.clone().requires_grad_()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = mm(xx)
+            y.float().square().sum().backward()
+            res[threads] = y.detach().float(), xx.grad, grads(mm)
+    finally:
+        torch.set_num_threads(n)
+    (y1, g1, p1), (y2, g2, p2) = res[1], res[2]
+    torch.testing.assert_close(y2, y1, atol=0, rtol=0)
+    torch.testing.assert_close(g2, g1, atol=0, rtol=0)
+    assert p1.keys() == p2.keys() == {k for k, p in m.named_parameters() if p.requires_grad}
+    for k in p1:
+        torch.testing.assert_close(p2[k], p1[k], atol=0, rtol=0, msg=lambda s: f"{k}: {s}")
+
+
 # --- exported graphs ----------------------------------------------------------------------------------------------
 
 
