@@ -24,6 +24,7 @@ from .pool import (
     one_thread_if_small,
     pool_workers,
     run_blocks,
+    small_pass,
 )
 
 __all__ = [
@@ -197,10 +198,10 @@ def chunk_slices(x3: torch.Tensor, target: int | None = None):
     n, c, length = x3.shape
     if x3.device.type != "cpu":
         return Blocks([(slice(0, n), slice(0, c))], x3.numel())
-    if x3.numel() >= POOL_MIN_ELEMENTS:
-        target = min(target or CHUNK_ELEMENTS, max(x3.numel() // 8, MIN_CHUNK_ELEMENTS))
-    else:
+    if small_pass(x3.device, x3.numel()):
         target = target or min(CHUNK_ELEMENTS, SERIAL_CHUNK_ELEMENTS)
+    else:
+        target = min(target or CHUNK_ELEMENTS, max(x3.numel() // 8, MIN_CHUNK_ELEMENTS))
     per_sample = max(c * length, 1)
     if per_sample <= target:
         step = max(target // per_sample, 1)

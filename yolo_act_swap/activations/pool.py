@@ -24,6 +24,7 @@ __all__ = [
     "one_thread_if_small",
     "pool_workers",
     "run_blocks",
+    "small_pass",
 ]
 
 
@@ -83,6 +84,11 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         return _POOL[key]
 
 
+def small_pass(device: torch.device, elements: int | None) -> bool:
+    """Whether a pass of ``elements`` elements on ``device`` is too small for the pool: it then runs on one thread."""
+    return device.type == "cpu" and elements is not None and elements < POOL_MIN_ELEMENTS
+
+
 class Blocks(list):
     """A pass's blocks (what ``functional.chunk_slices`` returns), with ``elements``, the size of the whole pass."""
 
@@ -96,7 +102,7 @@ def pool_workers(device: torch.device, blocks: int, elements: int | None = None)
     (0: run them in this thread; below ``POOL_MIN_ELEMENTS`` elements, on one thread)."""
     if device.type != "cpu" or blocks < 2 or not _PER_THREAD_SETTINGS or getattr(_IN_WORKER, "active", False):
         return 0
-    if elements is not None and elements < POOL_MIN_ELEMENTS:
+    if small_pass(device, elements):
         return 0
     workers = min(torch.get_num_threads(), blocks)
     return workers if workers > 1 else 0
@@ -127,9 +133,7 @@ def one_thread(device: torch.device | None = None):
 def one_thread_if_small(x: torch.Tensor):
     """``one_thread()`` for a CPU tensor of under ``POOL_MIN_ELEMENTS`` elements (its work too small for the pool and
     for OpenMP regions beside other processes), else a context that changes nothing."""
-    if x.device.type == "cpu" and x.numel() < POOL_MIN_ELEMENTS and torch.get_num_threads() > 1:
-        return one_thread()
-    return contextlib.nullcontext()
+    return one_thread() if small_pass(x.device, x.numel()) else contextlib.nullcontext()
 
 
 class _OneThreadGraph(torch.autograd.Function):
@@ -185,7 +189,7 @@ def run_blocks(fn, blocks, device: torch.device) -> list:
     elements = getattr(blocks, "elements", None)
     workers = pool_workers(device, len(blocks), elements)
     if not workers:
-        small = device.type == "cpu" and len(blocks) > 1 and elements is not None and elements < POOL_MIN_ELEMENTS
+        small = len(blocks) > 1 and small_pass(device, elements)
         with torch.autocast(device.type, enabled=False), one_thread() if small else contextlib.nullcontext():
             return [fn(b) for b in blocks]
     results = [None] * len(blocks)
