@@ -6,7 +6,9 @@ unpatched (as processes), and verification at most 1.5x its floor (``--floor``: 
 print as median [range] of the runs):
 
 - process: the whole command in a fresh process (``yolo-act-swap ...``) vs a fresh process that only builds the model
-  (``load_model(cfg)``); both pay the Python/torch/ultralytics imports, as a user does.
+  (``load_model(cfg)``); both pay the Python/torch/ultralytics imports, as a user does. A second baseline builds
+  with its imports frozen out of the garbage collector (``gc.freeze()``), as the command does: what patching and
+  verification themselves add.
 - in-process: ``load_model`` vs ``load_model`` + ``patch_model`` (verify on, GFLOPs on), after a warm-up, with the
   patch split into swap only (``verify=False``) and verification.
 
@@ -41,6 +43,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 BUILD = "from yolo_act_swap.models import load_model; load_model({cfg!r})"
+# The same build with its imports frozen out of the garbage collector, as the command does (``cli.main``): the fair
+# baseline for what patching and verification add, since a plain build pays full collections (and the one at exit)
+# over every object torch and ultralytics made, and the command does not.
+BUILD_FROZEN = "import gc; from yolo_act_swap.models import load_model; gc.freeze(); load_model({cfg!r})"
 
 
 def _run(cmd: list[str], env: dict) -> float:
@@ -52,14 +58,16 @@ def _run(cmd: list[str], env: dict) -> float:
     return dt
 
 
-def process_times(cfg: str, act: str, repeats: int, env: dict) -> tuple[list, list]:
+def process_times(cfg: str, act: str, repeats: int, env: dict) -> tuple[list, list, list]:
+    """Seconds of ``repeats`` interleaved processes each: a plain build, a build with frozen imports, the command."""
     script = Path(sys.executable).with_name("yolo-act-swap")
-    cli = [str(script)] if script.exists() else [sys.executable, "-m", "yolo_act_swap.cli"]
-    build, patch = [], []
-    for _ in range(repeats):  # interleaved, so that load changes hit both sides alike
+    cli = [str(script)] if script.exists() else [sys.executable, "-m", "yolo_act_swap"]
+    build, frozen, patch = [], [], []
+    for _ in range(repeats):  # interleaved, so that load changes hit every side alike
         build.append(_run([sys.executable, "-c", BUILD.format(cfg=cfg)], env))
+        frozen.append(_run([sys.executable, "-c", BUILD_FROZEN.format(cfg=cfg)], env))
         patch.append(_run([*cli, "--cfg", cfg, "--act", act], env))
-    return build, patch
+    return build, frozen, patch
 
 
 def inprocess_times(cfg: str, act: str, repeats: int, imgsz: int) -> dict:
@@ -205,8 +213,9 @@ def one_run(args, env) -> dict[str, float]:
     med = statistics.median
     out = {}
     if not args.skip_process:
-        build, patch = process_times(args.cfg, args.act, args.repeats, env)
+        build, frozen, patch = process_times(args.cfg, args.act, args.repeats, env)
         out["process: the command / build only"] = med(patch) / med(build)
+        out["process: the command / build only, imports frozen"] = med(patch) / med(frozen)
     ip = inprocess_times(args.cfg, args.act, args.repeats, args.imgsz)
     b = med(ip["build"])
     out["in-process: build + swap / build"] = (b + med(ip["swap"])) / b

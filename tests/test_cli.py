@@ -118,6 +118,27 @@ def test_list():
     assert "frelu" in r.stdout and "glu" in r.stdout and "CHANGES" in r.stdout
 
 
+FREEZE = """
+import gc, sys
+from yolo_act_swap.cli import main
+sys.argv = ["yolo-act-swap", "--list"]
+main()
+frozen_by_command = gc.get_freeze_count()
+gc.unfreeze()
+main(["--list"])
+print(frozen_by_command > 100_000, gc.get_freeze_count() == 0, gc.isenabled())
+"""
+
+
+def test_the_command_freezes_its_imports_out_of_the_collector_and_calls_in_process_do_not():
+    """As the process's entry point, main() moves what the imports made out of the cyclic collector's reach (full
+    collections and the one at exit walked 230,000 objects, 0.37 s of the yolov7 command); called with arguments from
+    a program it leaves the collector alone."""
+    r = subprocess.run([sys.executable, "-c", FREEZE], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "True True True"
+
+
 # --- in-process: the same dispatcher, for the cheap error paths -------------------------------------------------------
 
 

@@ -201,14 +201,15 @@ from ultralytics.nn.tasks import DetectionModel
 from yolo_act_swap import patch_model
 r = patch_model(DetectionModel(sys.argv[1], verbose=False), "frelu", imgsz=320)
 assert r.verification.ok and r.gflops_after
-heavy = [m for m in ("torch._dynamo", "sympy") if m in sys.modules]
+heavy = [m for m in ("torch._dynamo", "sympy", "torch.onnx") if m in sys.modules]
 print("heavy:", heavy)
 """
 
 
 def test_cold_verification_stays_off_the_slow_meta_paths():
     """A fresh process patches and verifies without importing torch._dynamo or sympy (seconds each): every op our
-    models run on meta has a shape-only fast path. Guards the cost target measured in benchmarks/verify.py."""
+    models run on meta has a shape-only fast path; nor torch.onnx (25-30 ms), which ``exporting()`` asks only once an
+    export has imported it. Guards the cost target measured in benchmarks/verify.py."""
     import os
     import subprocess
     import sys
@@ -245,6 +246,29 @@ def test_shape_mode_is_switchable_and_plain_meta_agrees():
     finally:
         set_shape_mode(prev)
     assert isinstance(shape_mode(), ShapeOnly)
+
+
+def test_patching_pauses_the_garbage_collector_and_restores_it(v8):
+    """patch_model and verify_shapes run with the cyclic collector paused (a full collection walks every object the
+    process holds, about 0.14 s with torch imported) and hand it back as they found it, also after a failure."""
+    import gc
+
+    seen = []
+    model = copy.deepcopy(v8)
+    hook = model.model[0].register_forward_pre_hook(lambda mod, x: seen.append(gc.isenabled()))
+    assert gc.isenabled()
+    try:
+        assert patch_model(model, "relu", imgsz=64).verification.ok
+        assert seen and not any(seen) and gc.isenabled()
+        with pytest.raises(ShapeMismatch):
+            patch_model(copy.deepcopy(v8), "glu", imgsz=64)
+        assert gc.isenabled()
+        gc.disable()
+        verify_shapes(model, imgsz=64)
+        assert not gc.isenabled()  # a caller's own pause is left alone
+    finally:
+        gc.enable()
+        hook.remove()
 
 
 def test_verification_runs_single_threaded_and_restores_the_thread_count(v8):

@@ -11,6 +11,7 @@ as in ``RepConv``) and a non-Identity activation in its ``act`` attribute (``non
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,11 +145,9 @@ def _is_bare_act(m: nn.Module) -> bool:
 def unwrap_model(model: Any) -> nn.Module:
     """The ``nn.Module`` to patch: ``model`` itself, or the ``.model`` of an ultralytics ``YOLO``/``Model``."""
     if isinstance(model, nn.Module):
-        try:
-            from ultralytics.engine.model import Model
-        except ImportError:  # pragma: no cover - ultralytics is a dependency
-            Model = ()
-        if Model and isinstance(model, Model):
+        engine = sys.modules.get("ultralytics.engine.model")  # not imported yet: no YOLO object exists
+        Model = getattr(engine, "Model", None)
+        if Model is not None and isinstance(model, Model):
             inner = model.model
             if not isinstance(inner, nn.Module):
                 raise ModelError(

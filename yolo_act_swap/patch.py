@@ -32,6 +32,7 @@ from .verify import (
     fmt_shape,
     model_flops,
     one_thread,
+    paused_gc,
     reference_shapes,
     verify_shapes,
 )
@@ -323,7 +324,7 @@ def patch_model(
     """
     t0 = time.perf_counter()
     root = unwrap_model(model)
-    with _Undo(root) as undo, one_thread():  # from the start: the RNG state too is put back on any failure
+    with _Undo(root) as undo, one_thread(), paused_gc():  # from the start: the RNG state too is put back on any failure
         specs = as_specs(spec, act)
         blocks, decisions = _select(root, specs)
         chosen = [(b, a) for b, a in zip(blocks, decisions) if a is not None]

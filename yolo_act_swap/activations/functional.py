@@ -12,6 +12,8 @@ The families import this module and the registry, never each other:
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -75,7 +77,9 @@ def as_bool(value, name: str) -> bool:
 
 def exporting() -> bool:
     """True while scripting, tracing or exporting to ONNX: activations then run plain, exportable ops."""
-    return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    # torch imports torch.onnx on first use (25-30 ms); an export that has not imported it is not running
+    onnx = sys.modules.get("torch.onnx")
+    return torch.jit.is_scripting() or torch.jit.is_tracing() or (onnx is not None and onnx.is_in_onnx_export())
 
 
 def plain_ops(x: torch.Tensor) -> bool:

@@ -9,6 +9,7 @@ Exit codes: 0 success, 2 a user error (one line on stderr), 1 anything else. ``-
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 import traceback
@@ -52,7 +53,14 @@ def run_guarded(fn, argv, verbose: bool | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point."""
+    """Console-script entry point (``argv`` None: the process's own arguments, and the process is this command's)."""
+    if argv is None:
+        # The process is ours: move everything the imports made (torch, ultralytics: about 230,000 objects) out of the
+        # cyclic collector's reach. Full collections, and the one at interpreter exit, walk every tracked object; on
+        # yolov7 + frelu that was 0.37 s of a 2.66 s command. The DataLoader's forked workers then also leave those
+        # pages shared (the collector no longer writes to them). Only cyclic garbage that the imports left behind is
+        # kept; reference counting frees everything else as before. Not done for in-process calls (tests, scripts).
+        gc.freeze()
     argv = list(sys.argv[1:] if argv is None else argv)
     name = SUBCOMMANDS[argv[0]] if argv and argv[0] in SUBCOMMANDS else PATCH_COMMAND
     if name != PATCH_COMMAND:

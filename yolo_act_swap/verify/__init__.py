@@ -23,7 +23,7 @@ from ..activations.pool import one_thread
 from ..blocks import Site, find_blocks, unwrap_model
 from ..errors import PatchError
 from .checks import check_finite, fuse_copy, model_flops
-from .meta import META, meta_copy, preserved_state
+from .meta import META, meta_copy, paused_gc, preserved_state
 from .shapeonly import ShapeOnly, set_shape_mode, shape_mode
 from .shapes import fmt_shape, shape_of
 from .trace import (
@@ -42,7 +42,8 @@ from .trace import (
 
 __all__ = [
     "META", "Reference", "ShapeOnly", "ShapeRun", "Site", "VerifyReport", "act_name", "act_output_shape",
-    "check_finite", "check_sizes", "fmt_shape", "fuse_copy", "meta_copy", "model_flops", "one_thread", "preserved_state",
+    "check_finite", "check_sizes", "fmt_shape", "fuse_copy", "meta_copy", "model_flops", "one_thread", "paused_gc",
+    "preserved_state",
     "reference_shapes", "set_shape_mode", "shape_mode", "shape_of", "verify_shapes",
 ]  # fmt: skip
 
@@ -123,7 +124,7 @@ def verify_shapes(
         reference = reference_shapes(unwrap_model(reference), sites, imgsz, batch)[0]
     report = VerifyReport()
     try:
-        with one_thread():
+        with one_thread(), paused_gc():
             error = _run_checks(model, reference, imgsz, sites, names, batch, report, fused=fused, flops=flops,
                                 finite=finite, finite_imgsz=finite_imgsz)  # fmt: skip
     finally:
