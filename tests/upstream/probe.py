@@ -4,7 +4,11 @@ line (3) in the copied upstream train.py, ``__import__("probe").attach(model, op
 At that point upstream has built the model, loaded ``--weights``/``--resume``, and made the optimizer; nothing has
 trained yet. It writes ``$YAS_PROBE_OUT`` (JSON) twice: now, with the optimizer's grouping and, when ``weights`` is a
 checkpoint, the largest difference between each activation tensor and the checkpoint's ``model`` entry; and at exit,
-which activation parameters training changed.
+which activation parameters training changed and which never received a non-zero gradient.
+
+Both, because a parameter that training reaches can still end where it started: during YOLOv7's warm-up the learning
+rate of the weights ramps up from 0, and on the tiny demo set an update of a BatchNorm weight at 1.0 can stay below
+float32's resolution there (about 6e-8) for the whole run.
 """
 
 from __future__ import annotations
@@ -60,6 +64,11 @@ def attach(model, optimizer, weights) -> None:
     named = dict(model.named_parameters())
     act_names = {k for k in state if k in named}
     start = {k: named[k].detach().float().cpu().clone() for k in act_names}
+    graded: set[str] = set()  # parameters that got a non-zero gradient at least once
+    for k in act_names:
+        named[k].register_post_accumulate_grad_hook(
+            lambda p, k=k: graded.add(k) if k not in graded and p.grad is not None and bool(p.grad.ne(0).any()) else None
+        )
     doc = {"grouping": _grouping(model, optimizer, act_names), "checkpoint": _vs_checkpoint(state, weights)}
     out.write_text(json.dumps(doc, indent=1))
 
@@ -67,6 +76,7 @@ def attach(model, optimizer, weights) -> None:
         changed = {k: bool((named[k].detach().float().cpu() != v).any()) for k, v in start.items()}
         drift = {k: float((named[k].detach().float().cpu() - v).abs().max()) for k, v in start.items()}
         doc["unchanged"] = sorted(k for k, c in changed.items() if not c)
+        doc["no_gradient"] = sorted(act_names - graded)
         doc["max_drift"] = max(drift.values(), default=0.0)
         doc["top_drift"] = dict(sorted(drift.items(), key=lambda kv: -kv[1])[:3])
         doc["median_drift"] = sorted(drift.values())[len(drift) // 2] if drift else 0.0

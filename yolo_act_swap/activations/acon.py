@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .functional import (
+    affine,
     as_bool,
     batch_norm,
     chunk_slices,
@@ -63,15 +64,12 @@ class _AconFunction(torch.autograd.Function):
             xs = x3[ns, cs] if same else x3[ns, cs].to(cdt)
             bd, d, p2c = (coef[:, cs] if shared else coef[ns, cs]).unbind(-1)
             s = torch.mul(xs, bd).sigmoid_()
-            # x (d s + p2), straight into the output block. addcmul, not functional.affine (2 passes), although its two
-            # broadcast operands make it a scalar loop: with affine's rounding, upstream YOLOv7 training with
-            # Meta-ACON-C left seven head layers' hyper-function BN weights at their start values
-            # (tests/test_upstream_train.py). Their updates during YOLOv7's warm-up are at float32 resolution, so the
-            # test, not the kernel, is the likely culprit; until the probe checks gradients, the rounding stays
+            # x (d s + p2), straight into the output block (functional.affine: addcmul with the two broadcast
+            # operands d and p2 runs a scalar loop)
             if same:
-                torch.addcmul(p2c, s, d, out=y3[ns, cs]).mul_(xs)
+                affine(s, d, p2c, out=y3[ns, cs]).mul_(xs)
             else:
-                y3[ns, cs] = torch.addcmul(p2c, s, d).mul_(xs)
+                y3[ns, cs] = affine(s, d, p2c).mul_(xs)
 
         run_blocks(block, chunk_slices(x3), x.device)
         ctx.save_for_backward(x, p1, p2, beta)
@@ -109,10 +107,10 @@ def _acon_backward(ctx, g):
         gxp = torch.mul(gs, xs)  # g x
         sums[ns, cs] = torch.stack((gxp.sum(-1), torch.mul(gxp, q).sum(-1), sp.mul_(xs).mul_(gxp).sum(-1)), -1)
         if gx3 is not None:  # g (d q + p2)
-            if same:  # addcmul as in the forward (see there)
-                torch.addcmul(p2c, q, d, out=gx3[ns, cs]).mul_(gs)
+            if same:
+                affine(q, d, p2c, out=gx3[ns, cs]).mul_(gs)
             else:
-                gx3[ns, cs] = torch.addcmul(p2c, q, d).mul_(gs)
+                gx3[ns, cs] = affine(q, d, p2c).mul_(gs)
 
     run_blocks(block, chunk_slices(x3), x.device)
     dd = (p1 - p2).to(cdt).reshape(1, c)
