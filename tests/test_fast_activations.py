@@ -490,10 +490,27 @@ def test_small_pass_runs_on_one_thread_in_order():
         torch.set_num_threads(n)
 
 
+def _upstream(node):
+    """Every (node, input nr) edge reachable from the inputs of ``node``'s inputs (not ``node``'s own edges)."""
+    seen, todo, edges = set(), [f for f, _ in node.next_functions if f is not None], []
+    while todo:
+        f = todo.pop()
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
+        for e in f.next_functions:
+            edges.append(e)
+            if e[0] is not None:
+                todo.append(e[0])
+    return edges
+
+
 @pytest.mark.parametrize("name", ["dy_relu_b", "dy_relu_c", "meta_acon_c"])
 def test_hyper_function_on_one_thread_same_gradients(name, monkeypatch):
-    """At 2 threads the hyper-function (pooled features -> coefficients) runs forward and backward on one thread
-    (``one_thread_graph``), with the gradients of plain autograd for the input and every parameter."""
+    """At 2 threads the hyper-function (pooled features -> coefficients) runs forward and backward on one thread,
+    inside the activation's own autograd function (``hyper.PooledHyper``), with the gradients of plain autograd
+    through the plain formula for the input and every parameter; and the input has that function as its only
+    consumer (no dense gradient for autograd to add up, see hyper.py)."""
     from yolo_act_swap.activations import acon, dyrelu
 
     n = torch.get_num_threads()
@@ -515,9 +532,17 @@ def test_hyper_function_on_one_thread_same_gradients(name, monkeypatch):
         monkeypatch.setattr(m, "_theta" if name.startswith("dy") else "_beta_head", spy)
         y, gx = run(m, x, w)
         assert seen == [1, 1] and torch.get_num_threads() == 2
+        xl = x.clone().requires_grad_()
+        node = m(xl).grad_fn
+        assert [f for f, _ in node.next_functions if f is not None][0].variable is xl  # x's AccumulateGrad, first
+        assert sum(f is not None and getattr(f, "variable", None) is xl for f, _ in node.next_functions) == 1
+        assert all(getattr(f, "variable", None) is not xl for f, _ in _upstream(node) if f is not None)
         for mod in (acon, dyrelu):
             monkeypatch.setattr(mod, "one_thread_graph", lambda fn, t, params: fn(t))
-        yr, gxr = run(mr, x, w)
+        if name.startswith("dy"):
+            yr, gxr = run(lambda t: dyrelu.dy_relu_formula(t, *mr.coefficients(t), mr.spatial_attention(t)), x, w)
+        else:
+            yr, gxr = run(lambda t: acon.acon_formula(t, mr.p1, mr.p2, mr._lean_beta(t)), x, w)
         torch.testing.assert_close(y, yr, atol=1e-12, rtol=1e-12)
         torch.testing.assert_close(gx, gxr, atol=1e-12, rtol=1e-12)
         gp, gpr = grads(m), grads(mr)

@@ -32,6 +32,7 @@ from .functional import (
     small_batch_norm,
 )
 from .graphs import acon_graph
+from .hyper import PooledHyper
 from .keywords import Bounds
 from .registry import register_activation
 
@@ -46,10 +47,18 @@ def _acon_coefs(p1, p2, beta, c: int, dtype) -> torch.Tensor:
 
 
 class _AconFunction(torch.autograd.Function):
-    """``y = d x sigmoid(beta d x) + p2 x`` with ``d = p1 - p2``; keeps only x and recomputes the rest."""
+    """``y = d x sigmoid(beta d x) + p2 x`` with ``d = p1 - p2``; keeps only x and recomputes the rest.
+
+    With ``hyper`` (Meta-ACON-C: a function of the (N, C) spatial mean returning beta (N, C, 1, 1); its parameters
+    follow as ``*params``) beta is None and computed here, so that x has no other consumer (``hyper.PooledHyper``).
+    """
 
     @staticmethod
-    def forward(ctx, x, p1, p2, beta):
+    def forward(ctx, x, p1, p2, beta, hyper=None, *params):
+        ctx.hyper = None
+        if hyper is not None:
+            ctx.hyper = PooledHyper(hyper, x, params, x.requires_grad)
+            (beta,) = ctx.hyper.values()
         n, c, h, w = x.shape
         cdt = compute_dtype(x.dtype)
         x3 = x.contiguous().view(n, c, h * w)
@@ -124,11 +133,18 @@ def _acon_backward(ctx, g):
         return grad.reshape(like.shape).to(like.dtype)
 
     need = ctx.needs_input_grad
+    g_params = ()
+    if ctx.hyper is not None:  # through the hyper-function, and its mean's gradient into gx
+        g_pooled, g_params = ctx.hyper.backward((_as(g_beta, beta),), need[5:])
+        if gx3 is not None:
+            ctx.hyper.add_pooled_grad(gx3.view(n, c, h, w), g_pooled, x.device)
     return (
         same_layout(gx, x) if gx is not None else None,
         _as(g_p1, p1) if need[1] else None,
         _as(g_p2, p2) if need[2] else None,
         _as(g_beta, beta) if need[3] else None,
+        None,
+        *g_params,
     )
 
 
@@ -270,8 +286,14 @@ class MetaAconC(nn.Module):
         conv of a (N, C, 1, 1) tensor as OpenMP regions, which cost a scheduler slice each beside other processes
         (92 ms against 0.12 ms for fwd+bwd at 2 threads, load 11); a small matrix product stays on one thread, and
         so does ``small_batch_norm``; their backward too (``one_thread_graph``)."""
-        params = [p for m in (self.fc1, self.bn1, self.fc2, self.bn2) if m is not None for p in m.parameters()]
-        return one_thread_graph(self._beta_head, global_avg_pool(x), params)[:, :, None, None]
+        return one_thread_graph(self._beta_head, global_avg_pool(x), self._hyper_params())[:, :, None, None]
+
+    def _hyper_params(self) -> list:
+        return [p for m in (self.fc1, self.bn1, self.fc2, self.bn2) if m is not None for p in m.parameters()]
+
+    def _hyper(self, pooled: torch.Tensor) -> torch.Tensor:
+        """beta (N, C, 1, 1) from the (N, C) spatial mean (the training function's hyper-function)."""
+        return self._beta_head(pooled)[:, :, None, None]
 
     def _beta_head(self, pooled: torch.Tensor) -> torch.Tensor:
         """fc1 (+ bn1), fc2 (+ bn2) and the sigmoid on the (N, C) pooled input."""
@@ -288,6 +310,8 @@ class MetaAconC(nn.Module):
         if exporting() or x.device.type != "cpu":
             return _acon(x, self.p1, self.p2, self.beta(x), self.use_compile)
         with one_thread_if_small(x):  # the hyper-function too (see pool.py)
+            if torch.is_grad_enabled() and not self.use_compile:  # beta computed inside, from x's mean
+                return _AconFunction.apply(x, self.p1, self.p2, None, self._hyper, *self._hyper_params())
             return _acon(x, self.p1, self.p2, self._lean_beta(x), self.use_compile)
 
     @torch.no_grad()

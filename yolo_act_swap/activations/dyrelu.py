@@ -158,8 +158,18 @@ class DyReLU(nn.Module):
 
     def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Slopes ``a`` and intercepts ``b``, each of shape (N, 1|C, K), from the spatial mean of ``x``."""
-        params = [*self.fc1.parameters(), *self.fc2.parameters()]
-        theta = one_thread_graph(self._theta, global_avg_pool(x), params).view(x.shape[0], -1, 2 * self.k)
+        return self._slopes(one_thread_graph(self._theta, global_avg_pool(x), self._hyper_params()))
+
+    def _hyper(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a, b)`` from the (N, C) spatial mean (the training function's hyper-function, ``hyper.PooledHyper``)."""
+        return self._slopes(self._theta(pooled))
+
+    def _hyper_params(self) -> list:
+        return [*self.fc1.parameters(), *self.fc2.parameters()]
+
+    def _slopes(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``a = init_a + lambda_a theta_a`` and ``b = init_b + lambda_b theta_b`` from the (N, G*2K) ``theta``."""
+        theta = theta.view(theta.shape[0], -1, 2 * self.k)
         a = self.init_a.to(theta.dtype) + LAMBDA_A * theta[..., : self.k]
         b = self.init_b.to(theta.dtype) + LAMBDA_B * theta[..., self.k :]
         return a, b
@@ -211,12 +221,13 @@ class DyReLU(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """``forward`` without export and compile: the inference path or the training function."""
-        a, b = self.coefficients(x)
         if not torch.is_grad_enabled():
+            a, b = self.coefficients(x)
             return _dy_relu_inference(x, a, b, self.spatial_attention(x))
+        hyper = (self._hyper, *self._hyper_params())  # a and b are computed inside the function, from x's mean
         bn = self.spatial_bn
         if self.spatial is None or (bn is not None and (type(bn) is not nn.BatchNorm2d or bn.weight is None)):
-            return DyReLUFunction.apply(x, a, b, self.spatial_attention(x), None, None, None, None, None)
+            return DyReLUFunction.apply(x, None, None, self.spatial_attention(x), None, None, None, None, None, *hyper)
         batch = bn is not None and bn_uses_batch_stats(bn, x)
         spatial = Spatial(
             bn.running_mean if bn is not None else None,
@@ -228,8 +239,8 @@ class DyReLU(nn.Module):
             self.gamma,
         )
         return DyReLUFunction.apply(
-            x, a, b, None, self.spatial.weight, self.spatial.bias,
-            bn.weight if bn is not None else None, bn.bias if bn is not None else None, spatial,
+            x, None, None, None, self.spatial.weight, self.spatial.bias,
+            bn.weight if bn is not None else None, bn.bias if bn is not None else None, spatial, *hyper,
         )
 
     @torch.no_grad()

@@ -20,6 +20,7 @@ from .functional import (
     run_blocks,
     same_layout,
 )
+from .hyper import PooledHyper
 
 __all__ = ["DyReLUFunction", "Spatial"]
 
@@ -170,11 +171,18 @@ class DyReLUFunction(torch.autograd.Function):
     ``pi`` (N, 1, H, W) is given (or None), or, for the fused DY-ReLU-C, computed here from the 1x1 conv's weight and
     bias and the BN's parameters: then its input gradient is added into the returned one block by block, instead of
     the conv's backward allocating a second dense gradient.
+
+    With ``hyper`` (a function of the (N, C) spatial mean returning ``(a, b)``; its parameters follow as ``*params``)
+    a and b are None and computed here, so that x has no other consumer (``hyper.PooledHyper``).
     """
 
     @staticmethod
-    def forward(ctx, x, a, b, pi, sp_weight, sp_bias, bn_weight, bn_bias, spatial):
+    def forward(ctx, x, a, b, pi, sp_weight, sp_bias, bn_weight, bn_bias, spatial, hyper=None, *params):
         n, c, h, w = x.shape
+        ctx.hyper = None
+        if hyper is not None:
+            ctx.hyper = PooledHyper(hyper, x, params, x.requires_grad)
+            a, b = ctx.hyper.values()
         k = a.shape[-1]
         cdt = compute_dtype(x.dtype)
         x3 = x.contiguous().view(n, c, h * w)
@@ -273,6 +281,11 @@ def _dy_relu_backward(ctx, g):
         g_spw, g_spb, g_bnw, g_bnb = _attention_backward(
             ctx.attention, gpi, x3, gx3, sp_weight, ctx.has_sp_bias, need, cdt
         )
+    g_params = ()
+    if ctx.hyper is not None:  # through the hyper-function, and its mean's gradient into gx
+        g_pooled, g_params = ctx.hyper.backward((ga.to(a.dtype), gb.to(b.dtype)), need[10:])
+        if gx3 is not None:
+            ctx.hyper.add_pooled_grad(gx3.view(n, c, h, w), g_pooled, x.device)
     return (
         same_layout(gx, x) if gx is not None else None,
         ga.to(a.dtype) if need[1] else None,
@@ -283,4 +296,6 @@ def _dy_relu_backward(ctx, g):
         g_bnw if need[6] else None,
         g_bnb if need[7] else None,
         None,
+        None,
+        *g_params,
     )

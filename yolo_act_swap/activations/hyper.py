@@ -1,0 +1,76 @@
+"""A dynamic activation's hyper-function (coefficients from the input's spatial mean), recorded inside the activation's
+own autograd Function, so that the input has one consumer and one gradient.
+
+DY-ReLU and Meta-ACON-C compute their coefficients from ``x.mean((2, 3))``. With the mean outside their Function, x
+feeds two nodes of the graph and autograd adds the pooled branch's gradient into the dense input gradient itself: one
+more full pass over the feature map, run with all of torch's threads whatever thread the Function's backward ran on.
+Beside other processes that one parallel region waits for a descheduled thread (DY-ReLU-B at [8, 256, 20, 20], 2
+threads, 2 CPU burners: 7.5 to 16 ms per training step, 7.6 to 8.0 ms with the pooled branch cut). Inside the Function
+the mean's gradient is added block by block, on the Function's own thread or pool (``add_pooled_grad``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .functional import chunk_slices, one_thread, planes, pooled_mean, run_blocks
+
+__all__ = ["PooledHyper"]
+
+
+class PooledHyper:
+    """``fn(x.mean((2, 3)))`` as its own small graph, forward and backward on one thread (``pool.one_thread_graph``
+    does the same for a hyper-function outside a Function).
+
+    Args:
+        fn: the hyper-function, (N, C) pooled input -> a tensor or a tuple of tensors (the coefficients).
+        x (torch.Tensor): the (N, C, H, W) input.
+        params: the parameters ``fn`` uses.
+        need_x (bool): the input needs its gradient (then the pooled input is a leaf of the small graph).
+    """
+
+    def __init__(self, fn, x: torch.Tensor, params, need_x: bool):
+        self.leaf = pooled_mean(x).detach().requires_grad_(need_x)
+        self.params = [p for p in params if p is not None]
+        self.hw = x.shape[2] * x.shape[3]
+        with torch.enable_grad(), one_thread():
+            out = fn(self.leaf)
+        self.outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+    def values(self) -> tuple:
+        """The coefficients, detached from the small graph."""
+        return tuple(o.detach() for o in self.outs)
+
+    def backward(self, grads, need_params) -> tuple:
+        """The gradients of the pooled input ((N, C), or None) and of each parameter (None where not needed), from
+        the coefficients' gradients ``grads``. The small graph is kept for another backward through the same outer
+        graph (``retain_graph``, gradcheck); it goes with the Function's node."""
+        wrt = ([self.leaf] if self.leaf.requires_grad else []) + [p for p, n in zip(self.params, need_params) if n]
+        pairs = [(o, g) for o, g in zip(self.outs, grads) if g is not None and o.requires_grad]
+        got = iter(())
+        if wrt and pairs:
+            with one_thread():
+                got = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], retain_graph=True,
+                                               allow_unused=True))
+        g_pooled = next(got, None) if self.leaf.requires_grad else None
+        g_params = tuple(next(got, None) if n else None for n in need_params)
+        return g_pooled, g_params
+
+    def add_pooled_grad(self, gx: torch.Tensor, g_pooled: torch.Tensor | None, device: torch.device) -> None:
+        """``gx += g_pooled / (H W)`` broadcast over the pixels of the dense (N, C, H, W) input gradient ``gx``
+        (NCHW or channels_last), in the Function's blocks."""
+        if g_pooled is None:
+            return
+        view = planes(gx) if device.type == "cpu" else None
+        g = (g_pooled / self.hw).to(gx.dtype)
+        if view is None:
+            gx.add_(g.view(*g.shape, 1, 1))
+            return
+        gx3, per_channel, nchw = view
+        g3 = per_channel(g)
+
+        def block(ns_ms):
+            ns, ms = ns_ms
+            gx3[ns, ms].add_(g3[ns, ms] if nchw else g3[ns])
+
+        run_blocks(block, chunk_slices(gx3), device)
