@@ -31,7 +31,7 @@ class PooledHyper:
 
     def __init__(self, fn, x: torch.Tensor, params, need_x: bool):
         self.leaf = pooled_mean(x).detach().requires_grad_(need_x)
-        self.params = [p for p in params if p is not None]
+        self.params = list(params)  # as given to the Function, in order: None where a module has no such tensor
         self.hw = x.shape[2] * x.shape[3]
         with torch.enable_grad(), one_thread():
             out = fn(self.leaf)
@@ -45,7 +45,8 @@ class PooledHyper:
         """The gradients of the pooled input ((N, C), or None) and of each parameter (None where not needed), from
         the coefficients' gradients ``grads``. The small graph is kept for another backward through the same outer
         graph (``retain_graph``, gradcheck); it goes with the Function's node."""
-        wrt = ([self.leaf] if self.leaf.requires_grad else []) + [p for p, n in zip(self.params, need_params) if n]
+        need = [bool(n) and p is not None for p, n in zip(self.params, need_params)]
+        wrt = ([self.leaf] if self.leaf.requires_grad else []) + [p for p, n in zip(self.params, need) if n]
         pairs = [(o, g) for o, g in zip(self.outs, grads) if g is not None and o.requires_grad]
         got = iter(())
         if wrt and pairs:
@@ -53,7 +54,7 @@ class PooledHyper:
                 got = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], retain_graph=True,
                                                allow_unused=True))
         g_pooled = next(got, None) if self.leaf.requires_grad else None
-        g_params = tuple(next(got, None) if n else None for n in need_params)
+        g_params = tuple(next(got, None) if n else None for n in need)
         return g_pooled, g_params
 
     def add_pooled_grad(self, gx: torch.Tensor, g_pooled: torch.Tensor | None, device: torch.device) -> None:
