@@ -30,6 +30,7 @@ from .functional import (
     run_blocks,
     same_layout,
     small_batch_norm,
+    small_pass,
 )
 from .graphs import acon_graph
 from .hyper import PooledHyper
@@ -178,7 +179,8 @@ def _acon_inference(x, p1, p2, beta):
         xs, out = x3[ns, ms], y3[ns, ms]
         torch.mul(xs, bd3[i], out=out).sigmoid_().mul_(d3[i]).add_(p23[i]).mul_(xs)
 
-    run_blocks(block, chunk_slices(x3), x.device)
+    small = small_pass(x.device, x3.numel())  # a small map in one block (see dyrelu._dy_relu_inference)
+    run_blocks(block, chunk_slices(x3, x3.numel() if small else None), x.device)
     return y
 
 
