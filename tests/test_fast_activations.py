@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -428,10 +429,45 @@ def two_workers(monkeypatch):
     monkeypatch.setattr(functional, "MIN_CHUNK_ELEMENTS", 1)
     monkeypatch.setattr(functional, "POOL_MIN_ELEMENTS", 0)  # tiny tensors on the pool all the same
     monkeypatch.setattr(pool, "POOL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(pool, "_threads_can_spread", lambda: True)  # the pool's code path, also on a 1-CPU runner
     if not functional.pool_workers(torch.device("cpu"), 4):
         pytest.skip("torch's parallel backend is not OpenMP: blocks run in the calling thread")
     yield
     torch.set_num_threads(n)
+
+
+BOUND = """
+import os, threading, torch
+from yolo_act_swap.activations import pool
+torch.set_num_threads(2)
+x = torch.randn(1000, 1000)
+(x @ x).sum()  # an OpenMP region: with OMP_PROC_BIND the runtime binds this thread to one core
+seen = []
+t = threading.Thread(target=lambda: seen.append(len(os.sched_getaffinity(0))))
+t.start(); t.join()
+print(seen[0], pool.pool_workers(torch.device("cpu"), 8, 1 << 22))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+@pytest.mark.parametrize("bind", [False, True], ids=["unbound", "omp_proc_bind"])
+def test_pool_stays_off_when_new_threads_would_share_one_core(bind):
+    """With OMP_PROC_BIND the OpenMP runtime binds the main thread to one core and every thread started later
+    inherits that mask: the pool's workers would share one core. The pool is then not used (torch's own bound
+    threads do the work); unbound, a large pass goes to 2 workers."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_PROC_BIND", "OMP_PLACES")}
+    env["OMP_NUM_THREADS"] = "2"
+    if bind:
+        env.update(OMP_PROC_BIND="close", OMP_PLACES="cores")
+    r = subprocess.run([sys.executable, "-c", BOUND], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    cpus, workers = map(int, r.stdout.split())
+    if "OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("torch's parallel backend is not OpenMP")
+    assert (cpus, workers) == ((1, 0) if bind else (cpus, 2)) and (bind or cpus >= 2)
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])

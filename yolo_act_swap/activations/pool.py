@@ -97,12 +97,26 @@ class Blocks(list):
         self.elements = elements
 
 
+def _threads_can_spread() -> bool:
+    """Whether threads this thread starts may run on more than one CPU.
+
+    With ``OMP_PROC_BIND`` set (``close``, ``spread``, ``true``: common on HPC nodes), the OpenMP runtime binds the
+    calling thread to its first place, one core, and every thread started after that inherits the mask: the pool's
+    workers would all share that core and a pass would run serially. Without the pool, torch's own (bound) OpenMP
+    threads do the work. Also false for a process pinned to one CPU, where the pool cannot help either.
+    """
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except (AttributeError, OSError):  # no affinity API (macOS, Windows): nothing narrows new threads there
+        return True
+
+
 def pool_workers(device: torch.device, blocks: int, elements: int | None = None) -> int:
     """How many pool workers ``run_blocks`` uses for ``blocks`` blocks of a pass of ``elements`` elements on ``device``
     (0: run them in this thread; below ``POOL_MIN_ELEMENTS`` elements, on one thread)."""
     if device.type != "cpu" or blocks < 2 or not _PER_THREAD_SETTINGS or getattr(_IN_WORKER, "active", False):
         return 0
-    if small_pass(device, elements):
+    if small_pass(device, elements) or not _threads_can_spread():
         return 0
     workers = min(torch.get_num_threads(), blocks)
     return workers if workers > 1 else 0
