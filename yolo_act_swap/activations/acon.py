@@ -138,7 +138,7 @@ def _acon_backward(ctx, g):
     if ctx.hyper is not None:  # through the hyper-function, and its mean's gradient into gx
         g_pooled, g_params = ctx.hyper.backward((_as(g_beta, beta),), need[5:])
         if gx3 is not None:
-            ctx.hyper.add_pooled_grad(gx3.view(n, c, h, w), g_pooled, x.device)
+            ctx.hyper.add_pooled_grad(gx3, g_pooled, x.device)
     return (
         same_layout(gx, x) if gx is not None else None,
         _as(g_p1, p1) if need[1] else None,

@@ -285,7 +285,7 @@ def _dy_relu_backward(ctx, g):
     if ctx.hyper is not None:  # through the hyper-function, and its mean's gradient into gx
         g_pooled, g_params = ctx.hyper.backward((ga.to(a.dtype), gb.to(b.dtype)), need[10:])
         if gx3 is not None:
-            ctx.hyper.add_pooled_grad(gx3.view(n, c, h, w), g_pooled, x.device)
+            ctx.hyper.add_pooled_grad(gx3, g_pooled, x.device)
     return (
         same_layout(gx, x) if gx is not None else None,
         ga.to(a.dtype) if need[1] else None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .functional import chunk_slices, one_thread, planes, pooled_mean, run_blocks
+from .functional import chunk_slices, one_thread, pooled_mean, run_blocks
 
 __all__ = ["PooledHyper"]
 
@@ -57,21 +57,10 @@ class PooledHyper:
         g_params = tuple(next(got, None) if n else None for n in need)
         return g_pooled, g_params
 
-    def add_pooled_grad(self, gx: torch.Tensor, g_pooled: torch.Tensor | None, device: torch.device) -> None:
-        """``gx += g_pooled / (H W)`` broadcast over the pixels of the dense (N, C, H, W) input gradient ``gx``
-        (NCHW or channels_last), in the Function's blocks."""
+    def add_pooled_grad(self, gx3: torch.Tensor, g_pooled: torch.Tensor | None, device: torch.device) -> None:
+        """``gx += g_pooled / (H W)`` broadcast over the pixels of the dense input gradient, given as its (N, C, HW)
+        NCHW view ``gx3`` (how both training functions hold it), in the Function's blocks."""
         if g_pooled is None:
             return
-        view = planes(gx) if device.type == "cpu" else None
-        g = (g_pooled / self.hw).to(gx.dtype)
-        if view is None:
-            gx.add_(g.view(*g.shape, 1, 1))
-            return
-        gx3, per_channel, nchw = view
-        g3 = per_channel(g)
-
-        def block(ns_ms):
-            ns, ms = ns_ms
-            gx3[ns, ms].add_(g3[ns, ms] if nchw else g3[ns])
-
-        run_blocks(block, chunk_slices(gx3), device)
+        g = (g_pooled / self.hw).to(gx3.dtype).unsqueeze(-1)  # (N, C, 1)
+        run_blocks(lambda b: gx3[b].add_(g[b]), chunk_slices(gx3), device)
