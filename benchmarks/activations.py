@@ -276,7 +276,7 @@ def bench_size(shape, args, device, dtype) -> list[dict]:
     cases = {CLONE: Clone(x.detach())}  # the memory-traffic floor: one read and one write of the input
     rows = [_add_cases(info, shape[1], x, g, args, autocast, cases) for info in infos]
     runs = harness.interleave({k: c.step for k, c in cases.items()}, args.reps, args.warmup, args.runs, args.clock,
-                              lambda: sync(device), args.stat)
+                              lambda: sync(device), args.stat, args.min_time)
     mem = {k: memory(c) for k, c in cases.items() if k != CLONE} if not args.no_memory else {}
     for row in rows:
         _fill_row(row, runs, mem, x.numel() * x.element_size())
@@ -342,7 +342,7 @@ def bench_fused(shape, args, device, dtype) -> list[dict]:
                 row["plain_err"] = float((plain(x).float() - y).abs().max() / y.abs().max().clamp_min(1e-12))
         rows.append(row)
     runs = harness.interleave({k: cs.run for k, cs in cases.items()}, args.reps, args.warmup, args.runs, args.clock,
-                              lambda: sync(device), args.stat)
+                              lambda: sync(device), args.stat, args.min_time)
     for r in rows:
         r["ms"] = statistics.median(runs[r["name"]]) * 1e3
         r["fused_ms"] = statistics.median(runs[r["name"] + "/fused"]) * 1e3
@@ -401,10 +401,11 @@ def main(argv=None) -> int:
         args.reps, args.warmup = min(args.reps, 3), min(args.warmup, 1)
     levels = [int(v) for v in str(args.contention).split(",") if v.strip()]
     print(f"# benchmarks/activations.py: {harness.settings_line(threads)}")
+    loops = f", calls of under {args.min_time * 1e3:g} ms back to back" if args.min_time else ""
     print(f"# {args.dtype}{' autocast' if dtype != torch.float32 else ''} on {device}, training mode, "
           f"{harness.clock_name(args.clock)} "
-          f"clock, {args.runs} runs x ({args.stat} of {args.reps} interleaved repetitions after {args.warmup} warm-up); "
-          f"ratios: median of the runs [range]; command: python benchmarks/activations.py "
+          f"clock, {args.runs} runs x ({args.stat} of {args.reps} interleaved repetitions after {args.warmup} warm-up"
+          f"{loops}); ratios: median of the runs [range]; command: python benchmarks/activations.py "
           f"{' '.join(argv if argv is not None else sys.argv[1:])}")
     for shape in shapes:
         by_level = {}

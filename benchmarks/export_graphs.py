@@ -117,7 +117,7 @@ def main(argv=None) -> int:
           f"{args.ort_threads} intra-op thread(s); {args.runs} runs x (median of {args.reps} interleaved repetitions "
           f"after {args.warmup} warm-up)")
     with harness.Burners(args.contention):
-        runs = harness.interleave(cases, args.reps, args.warmup, args.runs, args.clock)
+        runs = harness.interleave(cases, args.reps, args.warmup, args.runs, args.clock, min_time=args.min_time)
         print(f"# measured beside {args.contention} burner processes, load average {harness.load()}")
     head = ["activation", "nodes", "most frequent node types", "ORT nodes", "reorders", "ORT ms", "x SiLU [range]",
             "max|d|"]

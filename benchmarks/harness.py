@@ -8,7 +8,8 @@ CPU burners for a measurement under contention.
 - **Threads.** ``pin_threads(n)`` fixes torch's intra-op threads (and one inter-op thread); ``--pin`` also binds the
   process to the first n CPUs.
 - **Timing.** ``interleave(cases, ...)`` runs every case once per repetition, in turn, after warm-up, so that a change
-  of load hits all of them alike; it repeats that for several runs and keeps each run's median per case. Ratios are
+  of load hits all of them alike; it repeats that for several runs and keeps each run's median per case. With
+  ``min_time`` (``--min-time S``), a case shorter than S runs several calls back to back in each repetition. Ratios are
   taken within a run (``ratio_runs``), and ``spread()`` prints the median of the runs with their range.
 - **Contention.** ``Burners(n)`` starts n processes that spin on a CPU each, beside the measurement (what dataloader
   workers or other jobs do to a training process).
@@ -16,6 +17,7 @@ CPU burners for a measurement under contention.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -48,7 +50,7 @@ def ensure_allocator(argv: list[str] | None = None) -> None:
 
 
 def add_arguments(p, stat: bool = False) -> None:
-    """The harness's command-line flags: --runs, --threads, --pin, --contention, --clock, --no-reexec (and, for a
+    """The harness's command-line flags: --runs, --threads, --pin, --contention, --clock, --min-time, --no-reexec (and, for a
     benchmark that passes it on to ``interleave``, ``stat=True``: --stat)."""
     p.add_argument("--runs", type=int, default=3, help="independent runs (each: warm-up + interleaved repetitions); "
                    "tables show the median of the runs' medians and their range")
@@ -64,6 +66,10 @@ def add_arguments(p, stat: bool = False) -> None:
                        help="per run and candidate, the median of the repetitions, or their minimum (other processes' "
                        "time slices only ever add time: min is the least disturbed repetition, for wall clock on a busy "
                        "machine)")
+    p.add_argument("--min-time", type=float, default=0.0, metavar="S",
+                   help="a case faster than S seconds runs back to back until one repetition lasts about S (time per "
+                   "call reported; default 0: one call per repetition). Steadier ratios for short calls, but the calls "
+                   "after the first find their data in cache: x.clone() then measures cache, not memory, bandwidth")
     p.add_argument("--no-reexec", action="store_true",
                    help="keep the allocator settings as they are (no re-execution with raised malloc thresholds)")
 
@@ -152,30 +158,50 @@ def settings_line(threads: int, contention: int = 0) -> str:
 
 
 def interleave(cases: dict[str, Callable[[], None]], reps: int, warmup: int, runs: int = 3, clock: str = "wall",
-               sync: Callable[[], None] | None = None, stat: str = "median") -> dict[str, list[float]]:
-    """Per case, the median (or ``stat="min"``: the least) seconds of each run: ``runs`` x (warm-up, then ``reps``
-    interleaved repetitions).
+               sync: Callable[[], None] | None = None, stat: str = "median",
+               min_time: float = 0.0) -> dict[str, list[float]]:
+    """Per case, the median (or ``stat="min"``: the least) seconds per call of each run: ``runs`` x (warm-up, then
+    ``reps`` interleaved repetitions).
 
-    Every repetition runs every case once, in turn, so that a change of load hits them alike.
+    Every repetition runs every case in turn, so that a change of load hits them alike. A case whose call takes less
+    than ``min_time`` seconds runs ``loops`` calls back to back in each repetition (``loops`` fixed once, from the
+    first run's last warm-up call, and the same in every run): a 0.4 ms call timed alone swings with the clock's and
+    the scheduler's granularity and with whichever case ran before it, and then ratios between cases do too. Each
+    repetition's first call still follows the other cases, as in a network; the loops after it see the same cache.
     """
     tick = time.process_time if clock_name(clock) == "cpu" else time.perf_counter
     sync = sync or (lambda: None)
     out: dict[str, list[float]] = {k: [] for k in cases}
+    loops: dict[str, int] = {}
     for _ in range(runs):
-        for fn in cases.values():
+        for k, fn in cases.items():
             for _ in range(warmup):
-                fn()
-        times: dict[str, list[float]] = {k: [] for k in cases}
-        for _ in range(reps):
-            for k, fn in cases.items():
                 sync()
                 t = tick()
                 fn()
                 sync()
-                times[k].append(tick() - t)
+            if k not in loops:
+                loops[k] = calls_for(min_time, tick() - t) if warmup else 1
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        for _ in range(reps):
+            for k, fn in cases.items():
+                n = loops[k]
+                sync()
+                t = tick()
+                for _ in range(n):
+                    fn()
+                sync()
+                times[k].append((tick() - t) / n)
         for k, v in times.items():
             out[k].append(min(v) if stat == "min" else statistics.median(v))
     return out
+
+
+def calls_for(min_time: float, seconds: float, limit: int = 1000) -> int:
+    """How many back-to-back calls of ``seconds`` each fill ``min_time`` (at least 1, at most ``limit``)."""
+    if min_time <= 0 or seconds >= min_time:
+        return 1
+    return max(1, min(limit, math.ceil(min_time / max(seconds, 1e-9))))
 
 
 def ratio_runs(runs: dict[str, list[float]], num: str, den: str) -> list[float]:

@@ -217,7 +217,8 @@ def bench_model(cfg: str, acts: list[str], args, device, autocast) -> list[dict]
         r, c = _variant(cfg, act, ref, args, device, autocast, batch, x1)
         rows, cases = rows + r, {**cases, **c}
     with harness.Burners(args.contention):
-        runs = harness.interleave(cases, args.reps, args.warmup, args.runs, args.clock, sync=lambda: sync(device))
+        runs = harness.interleave(cases, args.reps, args.warmup, args.runs, args.clock, sync=lambda: sync(device),
+                                      min_time=args.min_time)
     for row in rows:
         for kind in args.kinds:
             key = f"{row['act']}|{row['layout']}|{kind}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -705,3 +706,34 @@ def test_benchmark_prints_clones_and_the_spread():
     assert "clones [range]" in out and "ratios repeat within +-" in out and "cpu clock" in out
     row = next(line for line in out.splitlines() if line.startswith("acon_c"))
     assert len(row.split()) >= 6
+
+
+def test_harness_runs_short_calls_back_to_back_with_min_time():
+    """benchmarks/harness.interleave: with ``min_time`` a short case runs several calls per repetition (the same
+    number in every run) and its time per call is reported; without it, one call per repetition."""
+    import sys
+
+    sys.path.insert(0, str(_REF_PATH.parents[1]))
+    from benchmarks import harness
+
+    calls = {"fast": 0, "slow": 0}
+
+    def fast():
+        calls["fast"] += 1
+
+    def slow():
+        calls["slow"] += 1
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.004:
+            pass
+
+    out = harness.interleave({"fast": fast, "slow": slow}, reps=3, warmup=1, runs=2, min_time=0.002)
+    assert calls["slow"] == 2 * (1 + 3)  # 4 ms >= 2 ms: one call per repetition
+    assert calls["fast"] > 2 * (1 + 3 * 2)  # several back to back per repetition
+    assert (calls["fast"] - 2) % 6 == 0  # the same count in every repetition of both runs
+    assert all(t < 0.004 for t in out["fast"]) and all(t >= 0.004 for t in out["slow"])
+    calls.update(fast=0, slow=0)
+    harness.interleave({"fast": fast, "slow": slow}, reps=3, warmup=1, runs=2)
+    assert calls == {"fast": 8, "slow": 8}
+    assert harness.calls_for(0.02, 0.001) == 20 and harness.calls_for(0.02, 0.05) == 1
+    assert harness.calls_for(0.0, 1e-6) == 1 and harness.calls_for(1.0, 0.0) == 1000
