@@ -14,6 +14,7 @@ Usage:
     python benchmarks/export_graphs.py                               # silu, frelu, acon_c, dy_relu_b at 320, 1 thread
     python benchmarks/export_graphs.py --acts silu,acon_c,meta_acon_c,dy_relu_a,dy_relu_b --ort-threads 2
     python benchmarks/export_graphs.py --contention 2                # beside two CPU burners
+    python benchmarks/export_graphs.py --profile                     # + where each model's extra time goes, per op
 """
 
 from __future__ import annotations
@@ -81,6 +82,56 @@ def optimized_counts(data: bytes, so) -> collections.Counter:
         return collections.Counter(n.op_type for n in onnx.load(opt.optimized_model_filepath).graph.node)
 
 
+def profile_ops(data: bytes, so, feed: dict, runs: int) -> tuple[dict, float]:
+    """ONNX Runtime's own profile of ``runs`` runs of the model ``data`` (after one warm-up run): per op type of the
+    optimised graph, ``(kernel ms per run, nodes per run)``, and the total kernel ms per run. Kernel times only: the
+    executor's own work between kernels is not in them."""
+    import json
+
+    import onnxruntime as ort
+
+    opt = ort.SessionOptions()
+    opt.intra_op_num_threads, opt.inter_op_num_threads = so.intra_op_num_threads, so.inter_op_num_threads
+    opt.graph_optimization_level, opt.log_severity_level = so.graph_optimization_level, 3
+    with tempfile.TemporaryDirectory() as tmp:
+        opt.enable_profiling, opt.profile_file_prefix = True, str(Path(tmp) / "ort")
+        sess = ort.InferenceSession(data, opt, providers=["CPUExecutionProvider"])
+        for _ in range(runs + 1):
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                   if e.get("cat") == "Session" and e.get("name") == "model_run")[1:]  # the first run warmed up
+    totals: dict = collections.defaultdict(lambda: [0.0, 0])
+    for e in events:
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+            if any(a <= e["ts"] <= b for a, b in spans):
+                op = totals[e.get("args", {}).get("op_name", "?")]
+                op[0] += e["dur"] / 1e3
+                op[1] += 1
+    n = max(len(spans), 1)
+    out = {op: (ms / n, count / n) for op, (ms, count) in totals.items()}
+    return out, sum(ms for ms, _ in out.values())
+
+
+def profile_table(profiles: dict) -> str:
+    """Per activation, its kernel time over SiLU's and the op types that make the difference (ms per run, nodes)."""
+    base, base_total = profiles["silu"]
+    lines = [f"# ONNX Runtime's profile, kernel ms per run (silu {base_total:.2f} ms); per activation the op types with "
+             f"the largest differences from silu's model: +ms (nodes per run, us per node)"]
+    for act, (ops, total) in profiles.items():
+        if act == "silu":
+            continue
+        diff = {op: ops.get(op, (0.0, 0))[0] - base.get(op, (0.0, 0))[0] for op in set(ops) | set(base)}
+        top = sorted(diff, key=lambda op: -abs(diff[op]))[:8]
+        parts = []
+        for op in top:
+            ms, nodes = ops.get(op, (0.0, 0))
+            each = f", {1e3 * ms / nodes:.0f} us" if nodes else ""
+            parts.append(f"{op} {diff[op]:+.2f} ({nodes:.0f}{each})")
+        lines.append(f"{act:12s} {total:6.2f} ms ({total / base_total:.2f}x): " + ", ".join(parts))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--acts", default="silu,frelu,acon_c,dy_relu_b", help="comma-separated activations (silu first)")
@@ -89,6 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--ort-threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--profile", action="store_true", help="also profile each model with ONNX Runtime's profiler and "
+                   "print, per activation, the op types whose kernel time differs most from SiLU's model")
     harness.add_arguments(p)
     args = p.parse_args(argv)
     import onnxruntime as ort
@@ -100,7 +153,7 @@ def main(argv=None) -> int:
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = args.ort_threads, 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    rows, cases = [], {}
+    rows, cases, profiles = [], {}, {}
     for act in acts:
         data, x, y, counts = export(act, args.cfg, args.imgsz)
         sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
@@ -110,6 +163,8 @@ def main(argv=None) -> int:
         cases[act] = (lambda s=sess, f=feed: s.run(None, f))
         top = ", ".join(f"{k} {v}" for k, v in counts.most_common(6))
         opt = optimized_counts(data, so)
+        if args.profile:
+            profiles[act] = profile_ops(data, so, feed, args.reps)
         rows.append({"act": act, "nodes": sum(counts.values()), "top": top, "err": err, "ort": sum(opt.values()),
                      "reorders": opt["ReorderInput"] + opt["ReorderOutput"]})
     print(f"# benchmarks/export_graphs.py: {harness.settings_line(threads, args.contention)}")
@@ -131,6 +186,8 @@ def main(argv=None) -> int:
            for line in lines]
     out.insert(1, "-" * len(out[0]))
     print("\n".join(out))
+    if profiles:
+        print(profile_table(profiles))
     return 0
 
 

@@ -252,3 +252,28 @@ def test_folded_acon_loads_with_weights_only(tmp_path):
     torch.save({"model": m}, tmp_path / "m.pt")
     back = torch.load(tmp_path / "m.pt", weights_only=True)["model"]
     assert type(back) is FoldedAconC and torch.equal(back.b, m.b)
+
+
+def test_benchmark_profile_attributes_kernel_time_to_op_types():
+    """benchmarks/export_graphs.py --profile: ONNX Runtime's own profile of real runs, kernel time per op type of the
+    optimised graph (per run, warm-up left out), and the table of differences from the SiLU model. No timing is
+    asserted, only that every run's kernels are counted once."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.export_graphs import profile_ops, profile_table
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    x = torch.rand(1, 16, 24, 24)
+    profiles = {}
+    for name in ("silu", "dy_relu_b"):
+        m = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), create_activation(name, 16)).eval()
+        data = to_onnx(m, x, dynamic=False)
+        ops, total = profile_ops(data, so, {"x": x.numpy()}, runs=4)
+        assert ops["Conv"][1] == pytest.approx(1.0) and total >= ops["Conv"][0] > 0, ops
+        profiles[name] = (ops, total)
+    assert profiles["dy_relu_b"][0]["Max"][1] == pytest.approx(1.0)  # its two pieces' maximum, once per run
+    table = profile_table(profiles)
+    assert table.splitlines()[1].startswith("dy_relu_b") and "Max +" in table
