@@ -660,18 +660,23 @@ def test_export_graph_is_lean_and_equal(name, kwargs, most):
                                    atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads, pooled", [(1, False), (2, False), (2, True)])
 @pytest.mark.parametrize("kernel_size", [3, 5])
-def test_frelu_channels_last_funnel_matches_reference(kernel_size, threads, monkeypatch):
-    """One thread, NCHW input on CPU: the funnel's conv runs in channels_last inside the function (its fast layout);
-    output and input gradient stay NCHW and equal the reference's. Two threads keep the NCHW blocks on the pool."""
+def test_frelu_channels_last_funnel_matches_reference(kernel_size, threads, pooled, monkeypatch):
+    """NCHW input on CPU whose passes the worker pool does not run (one thread, or a map too small for the pool at two
+    threads): the funnel's conv runs in channels_last inside the function (its fast layout); output and input gradient
+    stay NCHW and equal the reference's. Where the pool runs the passes (``pooled``), the NCHW blocks stay."""
     monkeypatch.setattr(frelu_module, "RECOMPUTE_MIN_ELEMENTS", 0)
+    if pooled:
+        monkeypatch.setattr(pool, "POOL_MIN_ELEMENTS", 0)
+        monkeypatch.setattr(pool, "_threads_can_spread", lambda: True)
     n = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         x = torch.randn(3, C, 7, 6, dtype=torch.float64)
-        expect = threads == 1 or not functional.pool_workers(x.device, 2)
-        assert frelu_module._channels_last_conv(x) == expect
+        on_pool = functional.pool_workers(x.device, 2, x.numel()) > 0
+        assert on_pool == (pooled and functional.pool_workers(x.device, 2) > 0)  # OpenMP: per-thread settings
+        assert frelu_module._channels_last_conv(x) == (not on_pool)
         compare("frelu", {"kernel_size": kernel_size, "recompute": True}, (3, C, 7, 6), True)
         m = build("frelu", kernel_size=kernel_size).to(torch.float64).train()
         xi = x.clone().requires_grad_()
