@@ -48,11 +48,11 @@ def _conv_backward(grad, x, weight, has_bias, padding, groups, mask):
 
 
 # NCHW inputs on CPU whose passes the worker pool would not run (one thread, or a map under POOL_MIN_ELEMENTS, whose
-# blocks run one after the other on one thread anyway): run the funnel in channels_last, where the depthwise conv is
-# 2-3x faster (forward and backward); one extra pass converts x, the rest folds into passes that run anyway (at 2
-# threads on [8, 256, 20, 20] and [8, 128, 40, 40]: 0.67x the single-threaded NCHW blocks idle, 0.71-0.82x beside two
-# CPU burners). Where the pool runs (large maps, 2+ threads) the NCHW blocks stay: they keep their speed beside other
-# processes, whole-tensor ops do not.
+# NCHW blocks would run one after the other on this thread): run the funnel in channels_last, where the depthwise conv
+# is 2-3x faster (forward and backward); one extra pass converts x, the rest folds into passes that run anyway. Its
+# whole-tensor ops use torch's threads; at 2 threads on [8, 256, 20, 20] and [8, 128, 40, 40] that took 0.67x the
+# time of the single-threaded NCHW blocks idle and 0.71-0.82x beside two CPU burners. Where the pool runs (large maps,
+# 2+ threads) the NCHW blocks stay: they keep their speed beside other processes, whole-tensor ops do not.
 CHANNELS_LAST_CONV = True
 
 
