@@ -68,14 +68,23 @@ def export(act: str, cfg: str, imgsz: int):
     return f.getvalue(), x, y, counts
 
 
+def quiet_copy(so):
+    """A copy of the session options ``so`` (threads, optimisation level) that logs errors only (ONNX Runtime's
+    "hardware specific" notice about saving an NCHWc graph, and the profiler's file notice)."""
+    import onnxruntime as ort
+
+    opt = ort.SessionOptions()
+    opt.intra_op_num_threads, opt.inter_op_num_threads = so.intra_op_num_threads, so.inter_op_num_threads
+    opt.graph_optimization_level, opt.log_severity_level = so.graph_optimization_level, 3
+    return opt
+
+
 def optimized_counts(data: bytes, so) -> collections.Counter:
     """Node types of the graph ONNX Runtime actually runs (after its graph optimisations) for the model ``data``."""
     import onnx
     import onnxruntime as ort
 
-    opt = ort.SessionOptions()
-    opt.graph_optimization_level = so.graph_optimization_level
-    opt.log_severity_level = 3  # the "hardware specific" notice about saving an NCHWc graph
+    opt = quiet_copy(so)
     with tempfile.TemporaryDirectory() as tmp:
         opt.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         ort.InferenceSession(data, opt, providers=["CPUExecutionProvider"])
@@ -90,9 +99,7 @@ def profile_ops(data: bytes, so, feed: dict, runs: int) -> tuple[dict, float]:
 
     import onnxruntime as ort
 
-    opt = ort.SessionOptions()
-    opt.intra_op_num_threads, opt.inter_op_num_threads = so.intra_op_num_threads, so.inter_op_num_threads
-    opt.graph_optimization_level, opt.log_severity_level = so.graph_optimization_level, 3
+    opt = quiet_copy(so)
     with tempfile.TemporaryDirectory() as tmp:
         opt.enable_profiling, opt.profile_file_prefix = True, str(Path(tmp) / "ort")
         sess = ort.InferenceSession(data, opt, providers=["CPUExecutionProvider"])

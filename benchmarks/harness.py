@@ -201,7 +201,7 @@ def calls_for(min_time: float, seconds: float, limit: int = 1000) -> int:
     """How many back-to-back calls of ``seconds`` each fill ``min_time`` (at least 1, at most ``limit``)."""
     if min_time <= 0 or seconds >= min_time:
         return 1
-    return max(1, min(limit, math.ceil(min_time / max(seconds, 1e-9))))
+    return min(limit, math.ceil(min_time / max(seconds, 1e-9)))
 
 
 def ratio_runs(runs: dict[str, list[float]], num: str, den: str) -> list[float]:
