@@ -1,5 +1,5 @@
-"""Tables of ``benchmarks/activations.py``: training rows (time, x SiLU, clones, memory, references, compile=true),
-the eval table (fuse(), the plain formula) and the contention table (ratios at each number of CPU burners)."""
+"""Tables of ``benchmarks/activations.py``: training rows (time, x SiLU, clones, memory, references, eager blocks,
+compile=true), the eval table (fuse(), the plain formula) and the contention table (ratios at each number of CPU burners)."""
 
 from __future__ import annotations
 
@@ -49,12 +49,14 @@ def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
-def table(rows: list[dict], with_memory: bool, with_compile: bool) -> str:
+def table(rows: list[dict], with_memory: bool, with_compile: bool, with_eager: bool = False) -> str:
     silu_ms = next((r["ms"] for r in rows if r["name"] == "silu"), None)
     head = ["activation", "fwd+bwd ms", "x SiLU [range of runs]", "clones [range]"]
     if with_memory:
         head += ["peak MiB", "peak x SiLU", "kept maps"]
     head += ["ref ms", "ours/ref [range]", "vec ms", "ours/vec [range]", "ref peak MiB", "ref kept", "max rel diff"]
+    if with_eager:
+        head += ["eager clones", "fused/eager [range]"]
     if with_compile:
         head += ["compiled ms", "x SiLU", "clones", "1st call s"] + (["peak x SiLU", "kept maps"] if with_memory else [])
     lines = [head]
@@ -72,6 +74,8 @@ def table(rows: list[dict], with_memory: bool, with_compile: bool) -> str:
             fmt(r.get("ref_kept_maps"), ".2f"),
             fmt(r.get("err"), ".1e"),
         ]
+        if with_eager:
+            line += [harness.spread(r.get("eager_clones_runs", []), ".1f"), harness.spread(r.get("over_eager_runs", []))]
         if with_compile:
             c = r.get("compiled_ms")
             line += [fmt(c, ".2f"), fmt(c / silu_ms if c and silu_ms else None, ".2f"),

@@ -19,6 +19,7 @@ Usage:
     python benchmarks/activations.py --only frelu,dy_relu_b --reps 20
     python benchmarks/activations.py --device cuda --dtype bf16   # autocast on a GPU
     python benchmarks/activations.py --compile             # also time compile=True (torch.compile; slow to build)
+    python benchmarks/activations.py --eager               # also time the eager blocks beside the fused C kernels
     python benchmarks/activations.py --threads 1 --clock cpu   # on a shared, busy machine
     python benchmarks/activations.py --threads 2 --contention 0,2 --only acon_c,dy_relu_b --no-memory --no-fused
                                                            # idle, then beside 2 CPU burners: ratios side by side
@@ -47,7 +48,7 @@ import torch.nn as nn
 
 from benchmarks.act_tables import contention_table, fused_table, table
 from benchmarks.reference import REFERENCES, VECTORISED, ReferenceModule
-from yolo_act_swap.activations import create_activation, list_activations
+from yolo_act_swap.activations import create_activation, list_activations, native
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -109,6 +110,15 @@ class Case:
         return statistics.median(self.times) * 1e3
 
 
+class EagerCase(Case):
+    """The same module with the fused C kernels switched off (``native.use_native(False)``): the eager blocks."""
+
+    def step(self) -> None:
+        with native.use_native(False):
+            super().step()
+
+
+FUSED_KERNELS = ("acon_c", "meta_acon_c", "dy_relu_a", "dy_relu_b")  # the activations kernels.c covers
 CLONE = "x.clone()"
 
 
@@ -225,6 +235,9 @@ def _add_cases(info, c, x, g, args, autocast, cases: dict) -> dict:
             vec = ReferenceModule(copy.deepcopy(m), VECTORISED[info.name]).to(device).train()
             cases[info.name + "/vec"] = Case(info.name + "/vec", vec, x, g, autocast)
             row["vec"] = info.name + "/vec"
+    if args.eager and info.name in FUSED_KERNELS and native.available():
+        cases[info.name + "/eager"] = EagerCase(info.name + "/eager", copy.deepcopy(m), x, g, autocast)
+        row["eager"] = info.name + "/eager"
     if args.compile and (info.channel_aware or info.name == "silu"):
         cm = copy.deepcopy(m)
         if hasattr(cm, "use_compile"):  # the activation's own compile=True option (same weights)
@@ -249,7 +262,9 @@ def _fill_row(row: dict, runs: dict, mem: dict, fmap: int) -> None:
     row["clone_ms"] = statistics.median(runs[CLONE]) * 1e3
     if "compiled" in row:
         row["compiled_clones_runs"] = harness.ratio_runs(runs, row["compiled"], CLONE)
-    for key in ("ref", "vec"):
+    if "eager" in row:
+        row["eager_clones_runs"] = harness.ratio_runs(runs, row["eager"], CLONE)
+    for key in ("ref", "vec", "eager"):
         if key in row:
             row[f"over_{key}_runs"] = harness.ratio_runs(runs, row["case"], row[key])
     if mem:
@@ -386,6 +401,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurements")
     p.add_argument("--compile", action="store_true",
                    help="also time the activations' compile=True option (torch.compile'd SiLU as its baseline)")
+    p.add_argument("--eager", action="store_true",
+                   help="also time the eager blocks of the activations that the fused C kernels cover (native.py)")
     p.add_argument("--no-fused", action="store_true", help="skip the eval-mode table (fused, plain formula)")
     harness.add_arguments(p, stat=True)
     p.set_defaults(contention="0", clock="auto")  # auto: CPU time at one thread (its activations run in-process)
@@ -416,7 +433,7 @@ def main(argv=None) -> int:
                 by_level[n_burn] = rows
                 print(f"\n## input {list(shape)}, {n_burn} burner processes ({time.perf_counter() - t0:.0f} s, "
                       f"load average {harness.load()})")
-                print(table(rows, not args.no_memory, args.compile))
+                print(table(rows, not args.no_memory, args.compile, args.eager))
                 cols = [r[k] for r in rows for k in ("x_silu_runs", "clones_runs", "over_ref_runs") if k in r]
                 print(f"# ratios repeat within {harness.worst_spread(cols)} over the {args.runs} runs (the widest "
                       f"spread of the x SiLU, clones and ours/ref columns); x.clone() "

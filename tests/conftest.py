@@ -9,6 +9,8 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yas-ultra-cfg-"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("YOLO_VERBOSE", "false")
+# the fused CPU kernels build once per test run into a private folder (subprocesses inherit it)
+os.environ.setdefault("YOLO_ACT_SWAP_CACHE", tempfile.mkdtemp(prefix="yas-kernels-"))
 
 
 import sys

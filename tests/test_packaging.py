@@ -34,3 +34,4 @@ def test_wheel_ships_configs_and_entry_point(tmp_path):
     for rel in tracked:
         assert f"yolo_act_swap/configs/{rel}" in names, f"configs/{rel} is missing from the wheel"
     assert "yolo-act-swap = yolo_act_swap.cli:main" in entry_points
+    assert "yolo_act_swap/activations/kernels.c" in names, "the fused kernels' source is missing from the wheel"

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import native
 from .functional import (
     affine,
     as_bool,
@@ -68,9 +69,12 @@ class _AconFunction(torch.autograd.Function):
         y = torch.empty_like(x, memory_format=torch.contiguous_format)
         y3 = y.view(n, c, h * w)
         same = cdt == x.dtype
+        fused = native.usable(x3)  # one pass per block in C (native.py), else the eager ops below
 
         def block(ns_cs):
             ns, cs = ns_cs
+            if fused:
+                return native.acon_forward(x3[ns, cs], coef[:, cs, 0] if shared else coef[ns, cs, 0], y3[ns, cs])
             xs = x3[ns, cs] if same else x3[ns, cs].to(cdt)
             bd, d, p2c = (coef[:, cs] if shared else coef[ns, cs]).unbind(-1)
             s = torch.mul(xs, bd).sigmoid_()
@@ -81,7 +85,7 @@ class _AconFunction(torch.autograd.Function):
             else:
                 y3[ns, cs] = affine(s, d, p2c).mul_(xs)
 
-        run_blocks(block, chunk_slices(x3), x.device)
+        run_blocks(block, native.blocks(x3, fused), x.device)
         ctx.save_for_backward(x, p1, p2, beta)
         return same_layout(y, x)
 
@@ -105,9 +109,14 @@ def _acon_backward(ctx, g):
     same = cdt == x.dtype
     # per (sample, channel): sum_hw g x, sum_hw g x q with q = d/du [u sigmoid(beta u)], sum_hw g x^2 s (1 - s)
     sums = torch.zeros(n, c, 3, dtype=cdt, device=x.device)
+    fused = native.usable(x3) and g3.dtype == x3.dtype
 
     def block(ns_cs):
         ns, cs = ns_cs
+        if fused:
+            cf = coef[:, cs, 0] if shared else coef[ns, cs, 0]
+            return native.acon_backward(x3[ns, cs], g3[ns, cs], cf, gx3[ns, cs] if gx3 is not None else None,
+                                        sums[ns, cs])
         xs, gs = (x3[ns, cs], g3[ns, cs]) if same else (x3[ns, cs].to(cdt), g3[ns, cs].to(cdt))
         bd, d, p2c = (coef[:, cs] if shared else coef[ns, cs]).unbind(-1)
         v = torch.mul(xs, bd)  # beta u
@@ -122,7 +131,7 @@ def _acon_backward(ctx, g):
             else:
                 gx3[ns, cs] = affine(q, d, p2c).mul_(gs)
 
-    run_blocks(block, chunk_slices(x3), x.device)
+    run_blocks(block, native.blocks(x3, fused), x.device)
     dd = (p1 - p2).to(cdt).reshape(1, c)
     g_p1 = sums[..., 1]
     g_p2 = sums[..., 0] - sums[..., 1]
@@ -172,9 +181,13 @@ def _acon_inference(x, p1, p2, beta):
     shared = bd3.shape[0] == 1
     y = torch.empty_like(x)
     y3 = planes(y)[0]
+    fused = nchw and native.usable(x3)
+    coef = torch.cat((bd3, d3, p23), -1) if fused else None  # (1|N, C, 3) rows for the C kernel
 
     def block(ns_ms):
         ns, ms = ns_ms
+        if fused:
+            return native.acon_forward(x3[ns, ms], coef[:, ms] if shared else coef[ns, ms], y3[ns, ms])
         i = (slice(None) if shared else ns, ms) if nchw else (slice(None) if shared else ns,)
         xs, out = x3[ns, ms], y3[ns, ms]
         torch.mul(xs, bd3[i], out=out).sigmoid_().mul_(d3[i]).add_(p23[i]).mul_(xs)

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from . import native
 from .functional import (
     affine,
     chunk_slices,
@@ -206,9 +207,12 @@ class DyReLUFunction(torch.autograd.Function):
         y3 = y.view(n, c, h * w)
         idx = torch.empty(x3.shape, dtype=torch.uint8, device=x.device) if k > 2 else None
         same = cdt == x.dtype
+        fused = k == 2 and pi3 is None and native.usable(x3)  # one pass per block in C (native.py)
 
         def block(ns_cs):
             ns, cs = ns_cs
+            if fused:
+                return native.dyrelu2_forward(x3[ns, cs], coef[ns, :, 0] if shared else coef[ns, cs, 0], y3[ns, cs])
             xs = x3[ns, cs] if same else x3[ns, cs].to(cdt)
             cf = (coef[ns] if shared else coef[ns, cs]).unbind(-1)  # a_0..a_K-1, b_0..b_K-1
             out = affine(xs, cf[0], cf[k], out=y3[ns, cs] if same else None)
@@ -227,7 +231,7 @@ class DyReLUFunction(torch.autograd.Function):
             if not same:
                 y3[ns, cs] = out
 
-        run_blocks(block, chunk_slices(x3), x.device)
+        run_blocks(block, native.blocks(x3, fused), x.device)
         ctx.save_for_backward(x, a, b, pi, idx, sp_weight)
         ctx.has_sp_bias = sp_bias is not None
         return same_layout(y, x)
@@ -242,9 +246,7 @@ class DyReLUFunction(torch.autograd.Function):
 def _dy_relu_backward(ctx, g):
     """``DyReLUFunction.backward``: the gradients of x, a, b, pi and the fused DY-ReLU-C attention's leaves."""
     x, a, b, pi, idx, sp_weight = ctx.saved_tensors
-    n, c, h, w = x.shape
-    k = a.shape[-1]
-    cdt = compute_dtype(x.dtype)
+    (n, c, h, w), k, cdt = x.shape, a.shape[-1], compute_dtype(x.dtype)
     x3, g3 = x.contiguous().view(n, c, h * w), g.contiguous().view(n, c, h * w)
     coef = _backward_coefs(a, b, k, cdt)
     shared = coef.shape[1] == 1
@@ -254,15 +256,19 @@ def _dy_relu_backward(ctx, g):
     need_pi = pi is not None and (need[3] or (ctx.attention is not None and any(need[i] for i in (0, 4, 5, 6, 7))))
     gx = torch.empty_like(x, memory_format=torch.contiguous_format) if need_x else None
     gx3 = gx.view(n, c, h * w) if gx is not None else None  # write through a view, return the base
-    # per (sample, channel): sum_hw of g*x and of g for each piece (K=2: all pieces, then piece 1)
-    sums = torch.zeros(n, c, 2 * k, dtype=cdt, device=x.device)
+    sums = torch.zeros(n, c, 2 * k, dtype=cdt, device=x.device)  # sum_hw g x and g per piece (K=2: all, piece 1)
     gpi = torch.zeros(n, 1, h * w, dtype=cdt, device=x.device) if need_pi else None
     same = cdt == x.dtype
+    fused = k == 2 and pi3 is None and native.usable(x3) and g3.dtype == x3.dtype  # one C call per block (native.py)
 
     def block(ns_cs):
         ns, cs = ns_cs
+        rows = coef[ns] if shared else coef[ns, cs]  # (nb, 1|cb, 1, 2K)
+        if fused:
+            gxs = gx3[ns, cs] if need_x else None
+            return native.dyrelu2_backward(x3[ns, cs], g3[ns, cs], rows[:, :, 0], gxs, sums[ns, cs])
         xs, gs = (x3[ns, cs], g3[ns, cs]) if same else (x3[ns, cs].to(cdt), g3[ns, cs].to(cdt))
-        cf = (coef[ns] if shared else coef[ns, cs]).unbind(-1)
+        cf = rows.unbind(-1)
         gp = gs * pi3[ns] if pi3 is not None else gs  # gradient w.r.t. the un-attended output
         gxs = (gx3[ns, cs] if same else torch.empty_like(xs)) if need_x else None
         ids = idx[ns, cs] if k > 2 else None
@@ -271,7 +277,7 @@ def _dy_relu_backward(ctx, g):
             gx3[ns, cs] = gxs
         return yb.mul_(gs).sum(1, keepdim=True) if yb is not None else None  # this block's part of gpi[ns]
 
-    blocks = chunk_slices(x3)
+    blocks = native.blocks(x3, fused)
     for (ns, _), part in zip(blocks, run_blocks(block, blocks, x.device)):
         if part is not None:
             gpi[ns] += part

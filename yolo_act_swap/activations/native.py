@@ -1,0 +1,280 @@
+"""Fused CPU kernels for ACON-C and two-piece DY-ReLU (``kernels.c``): built once per machine, called per block.
+
+The eager block functions of ``acon.py`` and ``dyrelu_autograd.py`` run five to eight whole-block ops each, and on
+CPU every op costs about a pass over memory. ``kernels.c`` does a block's forward, or its backward with the
+per-channel sums, in one pass. It is plain C with no torch headers: a C compiler builds it in about a second, ctypes
+calls it (and releases the GIL, so the worker pool of ``pool.py`` still shares a pass's blocks among threads), and on
+x86-64 GCC builds AVX-512, AVX2 and baseline versions that the loader picks from at run time.
+
+When it is used: float32 CPU tensors whose (sample, channel) planes are contiguous, that is NCHW (the training
+functions make their input NCHW anyway); everything else runs the eager blocks. ``YOLO_ACT_SWAP_NATIVE`` chooses:
+``auto`` (the default: build on first use, fall back to the eager blocks, with one warning, where no compiler works),
+``0`` (never) or ``1`` (required: a failed build raises). ``use_native(False)`` switches it off in code.
+
+The library is built from the packaged source only, into ``$YOLO_ACT_SWAP_CACHE`` (default
+``~/.cache/yolo_act_swap``, or under ``$XDG_CACHE_HOME``) as ``kernels-<hash>.so``, where the hash covers the source,
+the compiler and its flags. That folder is created owner-only; a folder or library that another user owns or can
+write is refused (a library loaded from it runs as your code). A build goes to a temporary file and is renamed into
+place, so processes that build at once (DDP ranks, sweep trials) never load a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+from .functional import chunk_slices, small_pass
+
+__all__ = [
+    "FLAGS",
+    "NativeError",
+    "SOURCE",
+    "acon_backward",
+    "acon_forward",
+    "available",
+    "blocks",
+    "cache_dir",
+    "dyrelu2_backward",
+    "dyrelu2_forward",
+    "library",
+    "use_native",
+    "usable",
+]
+
+LOGGER = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("kernels.c")
+# -fno-trapping-math lets GCC vectorise the exponential's clamps (no floating-point exceptions are relied on);
+# YAS_CLONES builds the AVX-512 / AVX2 / baseline clones on x86-64 GCC
+FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fno-trapping-math", "-fno-math-errno", "-DYAS_CLONES")
+BUILD_TIMEOUT_S = 120
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+_SIGNATURES = {  # pointers, then int64 sizes and strides (see kernels.c)
+    "yas_acon_forward": (3, 9),
+    "yas_acon_backward": (5, 13),
+    "yas_dyrelu2_forward": (3, 9),
+    "yas_dyrelu2_backward": (5, 13),
+}
+_LOCK = threading.Lock()
+_STATE: dict = {}  # "lib": the loaded library or None after a failed build; "enabled": use_native's switch
+
+
+class NativeError(RuntimeError):
+    """The fused kernels were required (``YOLO_ACT_SWAP_NATIVE=1``) but could not be built or loaded."""
+
+
+def _mode() -> str:
+    value = os.environ.get("YOLO_ACT_SWAP_NATIVE", "auto").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return "off"
+    if value in ("1", "true", "yes", "on"):
+        return "on"
+    return "auto"
+
+
+def cache_dir() -> Path:
+    """Where built libraries go: ``$YOLO_ACT_SWAP_CACHE``, else ``$XDG_CACHE_HOME/yolo_act_swap``, else
+    ``~/.cache/yolo_act_swap``."""
+    if os.environ.get("YOLO_ACT_SWAP_CACHE"):
+        return Path(os.environ["YOLO_ACT_SWAP_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "yolo_act_swap"
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
+
+
+def _private(path: Path, directory: bool) -> None:
+    """Raise unless ``path`` is ours and no one else can write it (a library loaded from it runs as our code)."""
+    st = os.lstat(path)
+    kind_ok = stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)
+    if not kind_ok:
+        raise NativeError(f"{path} is not a {'folder' if directory else 'regular file'}")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise NativeError(f"{path} belongs to another user")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise NativeError(f"{path} is writable by other users; remove it or run chmod go-w on it")
+
+
+def _library_path(compiler: str) -> Path:
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), os.path.realpath(compiler).encode(), " ".join(FLAGS).encode(),
+                 platform.machine().encode(), platform.system().encode()):
+        key.update(part)
+        key.update(b"\0")
+    return cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
+
+
+def _build(compiler: str, target: Path) -> None:
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _private(target.parent, directory=True)
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        run = subprocess.run(  # our packaged source, a compiler from PATH, no shell
+            [compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
+        )
+        if run.returncode != 0:
+            raise NativeError(f"{compiler} failed to build {SOURCE.name}: {run.stderr.strip()[-500:]}")
+        os.chmod(tmp, 0o700)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _load() -> ctypes.CDLL:
+    if os.name != "posix":
+        raise NativeError("the fused kernels are built on POSIX systems only")
+    compiler = _compiler()
+    if compiler is None:
+        raise NativeError("no C compiler found (set CC, or install gcc or clang)")
+    path = _library_path(compiler)
+    if not path.exists():
+        _build(compiler, path)
+    _private(path.parent, directory=True)
+    _private(path, directory=False)
+    lib = ctypes.CDLL(str(path))
+    for name, (pointers, ints) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes = [_P] * pointers + [_I] * ints
+        fn.restype = None
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, building them on first use; None when switched off or (mode ``auto``) not buildable."""
+    if _mode() == "off" or not _STATE.get("enabled", True):
+        return None
+    if "lib" not in _STATE:
+        with _LOCK:
+            if "lib" not in _STATE:
+                try:
+                    _STATE["lib"] = _load()
+                except (NativeError, OSError, subprocess.SubprocessError) as e:
+                    if _mode() == "on":
+                        raise NativeError(f"YOLO_ACT_SWAP_NATIVE=1 but the fused kernels are unavailable: {e}") from e
+                    LOGGER.warning("yolo-act-swap: fused CPU kernels unavailable, using the eager blocks (%s)", e)
+                    _STATE["lib"] = None
+    return _STATE["lib"]
+
+
+def available() -> bool:
+    """Whether the fused kernels are in use in this process (building them if needed)."""
+    return library() is not None
+
+
+@contextlib.contextmanager
+def use_native(enabled: bool):
+    """Switch the fused kernels on or off inside the block (tests, benchmarks: the eager blocks side by side)."""
+    before = _STATE.get("enabled", True)
+    _STATE["enabled"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _STATE["enabled"] = before
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether a pass over ``x`` (an (N, C, L) block view source) runs the fused kernels: float32, CPU, NCHW planes,
+    not while tracing, and the library loads."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.stride(-1) == 1
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+        and library() is not None
+    )
+
+
+def blocks(x3: torch.Tensor, fused: bool):
+    """``functional.chunk_slices(x3)``, except that with the fused kernels a pass too small for the worker pool is one
+    block: one call, and no temporaries that cache-sized blocks would keep in cache."""
+    return chunk_slices(x3, x3.numel() if fused and small_pass(x3.device, x3.numel()) else None)
+
+
+def _strides(t: torch.Tensor, shape: tuple, name: str) -> tuple:
+    """``t``'s first two strides for a block of ``shape`` (nb, cb, L|M); a size-1 dimension broadcasts (stride 0).
+    Checks what the C code relies on: float32, CPU, the sizes, and a contiguous last dimension."""
+    if t.dtype != torch.float32 or t.device.type != "cpu" or t.dim() != 3:
+        raise ValueError(f"{name}: a 3-D float32 CPU tensor expected, got {tuple(t.shape)} {t.dtype} {t.device}")
+    if t.shape[-1] != shape[2] or (t.shape[-1] > 1 and t.stride(-1) != 1):
+        raise ValueError(f"{name}: last dimension of {shape[2]} contiguous elements expected, got {tuple(t.shape)}")
+    out = []
+    for d in (0, 1):
+        if t.shape[d] == shape[d]:
+            out.append(t.stride(d) if shape[d] > 1 else 0)
+        elif t.shape[d] == 1:
+            out.append(0)
+        else:
+            raise ValueError(f"{name}: shape {tuple(t.shape)} does not broadcast to {shape[:2]}")
+    return tuple(out)
+
+
+def _block_shape(xs: torch.Tensor) -> tuple:
+    if xs.dim() != 3:
+        raise ValueError(f"x: a 3-D (samples, channels, pixels) block expected, got shape {tuple(xs.shape)}")
+    return tuple(xs.shape)
+
+
+def _forward(fn: str, width: int, xs, coef, out) -> None:
+    nb, cb, length = _block_shape(xs)
+    plane = (nb, cb, length)
+    if out.shape != xs.shape:
+        raise ValueError(f"output {tuple(out.shape)} does not match the input {tuple(xs.shape)}")
+    strides = (*_strides(xs, plane, "x"), *_strides(out, plane, "out"), *_strides(coef, (nb, cb, width), "coef"))
+    getattr(library(), fn)(xs.data_ptr(), out.data_ptr(), coef.data_ptr(), nb, cb, length, *strides)
+
+
+def _backward(fn: str, width: int, xs, gs, coef, gxs, sums) -> None:
+    nb, cb, length = _block_shape(xs)
+    plane = (nb, cb, length)
+    if gs.shape != xs.shape or (gxs is not None and gxs.shape != xs.shape) or sums.shape != (nb, cb, width):
+        raise ValueError("gradient, input gradient and sums must match the input block")
+    gx_strides = _strides(gxs, plane, "gx") if gxs is not None else (0, 0)
+    strides = (*_strides(xs, plane, "x"), *_strides(gs, plane, "g"), *gx_strides,
+               *_strides(coef, (nb, cb, width), "coef"), *_strides(sums, (nb, cb, width), "sums"))
+    if (nb > 1 and strides[-2] == 0) or (cb > 1 and strides[-1] == 0):
+        raise ValueError("sums must have one row per plane")
+    gx_ptr = gxs.data_ptr() if gxs is not None else None
+    getattr(library(), fn)(xs.data_ptr(), gs.data_ptr(), gx_ptr, coef.data_ptr(), sums.data_ptr(), nb, cb, length,
+                           *strides)
+
+
+def acon_forward(xs: torch.Tensor, coef: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = x (d sigmoid(beta d x) + p2)`` for an (nb, cb, L) block; ``coef`` (1|nb, 1|cb, 3) rows of
+    (beta d, d, p2)."""
+    _forward("yas_acon_forward", 3, xs, coef, out)
+
+
+def acon_backward(xs, gs, coef, gxs, sums) -> None:
+    """ACON-C's backward for a block: ``gxs`` (or None) gets ``g (d q + p2)``; ``sums`` (nb, cb, 3) gets per plane
+    ``sum g x``, ``sum g x q`` and ``sum g x^2 s (1 - s)`` (``q = s + v s (1 - s)``, ``s = sigmoid(v)``,
+    ``v = beta d x``)."""
+    _backward("yas_acon_backward", 3, xs, gs, coef, gxs, sums)
+
+
+def dyrelu2_forward(xs: torch.Tensor, coef: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = max(a0 x + b0, a1 x + b1)`` for an (nb, cb, L) block; ``coef`` (1|nb, 1|cb, 4) rows of
+    (a0, a1, b0, b1)."""
+    _forward("yas_dyrelu2_forward", 4, xs, coef, out)
+
+
+def dyrelu2_backward(xs, gs, coef, gxs, sums) -> None:
+    """Two-piece DY-ReLU's backward for a block, ``coef`` rows of (a0, b0, a1 - a0, b1 - b0): ``gxs`` (or None)
+    gets ``a0 g + (a1 - a0) gm`` (``gm``: g where piece 1 wins, else 0); ``sums`` (nb, cb, 4) gets per plane
+    ``sum g x``, ``sum gm x``, ``sum g`` and ``sum gm``."""
+    _backward("yas_dyrelu2_backward", 4, xs, gs, coef, gxs, sums)
