@@ -20,7 +20,8 @@ from yolo_act_swap.activations import create_activation, functional, native, poo
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 needs_kernels = pytest.mark.skipif(native._compiler() is None or os.name != "posix", reason="no C compiler here")
-FUSED = [("acon_c", {}), ("meta_acon_c", {}), ("meta_acon_c", {"bn": False}), ("dy_relu_a", {}), ("dy_relu_b", {})]
+FUSED = [("acon_c", {}), ("meta_acon_c", {}), ("meta_acon_c", {"bn": False}), ("dy_relu_a", {}), ("dy_relu_b", {}),
+         ("frelu", {}), ("frelu", {"kernel_size": 5}), ("frelu", {"kernel_size": 1}), ("frelu", {"recompute": False})]
 IDS = [n + "".join(f"-{k}={v}" for k, v in kw.items()) for n, kw in FUSED]
 SHAPES = [(2, 6, 5, 7), (1, 6, 4, 3), (3, 6, 1, 1), (2, 5, 9, 13)]  # odd plane sizes: the kernels' tail loops
 
@@ -32,7 +33,10 @@ def _step(m, x, w):
     (y * w).sum().backward()
     with torch.no_grad():
         ye = copy.deepcopy(m).eval()(x)
-    return [y.detach(), ye, x.grad] + [p.grad for p in m.parameters() if p.grad is not None]
+        folded = copy.deepcopy(m).eval()
+        yf = folded.fuse()(x) if hasattr(folded, "fuse") else ye
+    buffers = [b for b in m.buffers() if b.is_floating_point()]  # BN running statistics
+    return [y.detach(), ye, yf, x.grad, *buffers] + [p.grad for p in m.parameters() if p.grad is not None]
 
 
 def _both(name, kwargs, shape, layout=torch.contiguous_format, seed=0):
@@ -107,6 +111,19 @@ def test_nan_and_infinity_propagate_as_in_eager(name):
         with native.use_native(on), torch.no_grad():
             outs.append(copy.deepcopy(m)(x))
     torch.testing.assert_close(outs[0], outs[1], equal_nan=True)
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["frelu", "acon_c", "dy_relu_b"])
+def test_fused_training_keeps_only_the_input(name):
+    """No feature map but x itself lives from forward to backward (FReLU recomputes its conv and which branch won)."""
+    m = randomize(create_activation(name, 8), 0).train()
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    saved = []
+    with native.use_native(True), torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        m(x)
+    big = [t for t in saved if t.numel() >= x.numel()]
+    assert len(big) == 1 and big[0].data_ptr() == x.data_ptr()
 
 
 @needs_kernels

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .frelu_fused import FusedFReLUFunction, bn_backward_coefs, fused_eval
+from .frelu_fused import usable as fused_usable
 from .functional import (
     affine,
     as_bool,
@@ -121,7 +123,7 @@ class _FReLUFunction(torch.autograd.Function):
         for (_, cs), (p1, p2) in zip(blocks, run_blocks(bn_sums, blocks, x.device)):
             s1[cs] += p1
             s2[cs] += p2
-        k, a, b, s2 = _bn_backward_coefs(s1, s2, mean, invstd, bn_weight, n * h * w, cdt)
+        k, a, b, s2 = bn_backward_coefs(s1, s2, mean, invstd, bn_weight, n * h * w, cdt)
         a, b, k = (t.view(1, ch, 1) for t in (a, b, k))
         gx = torch.empty_like(x, memory_format=torch.contiguous_format) if need[0] else None
         gx3 = gx.view(n, ch, h * w) if gx is not None else None
@@ -152,17 +154,6 @@ class _FReLUFunction(torch.autograd.Function):
         return _frelu_grads(gx, gw, gb, s1, s2, weight, bias, bn_weight, need)
 
 
-def _bn_backward_coefs(s1, s2, mean, invstd, bn_weight, m: int, cdt):
-    """From the per-channel sums of ``gt`` and ``gt * c``: ``dL/dc = k gt + a c + b`` (batch-statistics BN), and the
-    BN weight's gradient ``sum gt * c_hat``. Returns (k, a, b, s2_hat), each (C,)."""
-    mu, inv = mean.to(cdt), invstd.to(cdt)
-    s2 = (s2 - mu * s1) * inv  # sum of gt * c_hat
-    k = bn_weight.to(cdt) * inv
-    a = -k * inv * s2 / m
-    b = k * (inv * s2 * mu - s1) / m
-    return k, a, b, s2
-
-
 def _frelu_grads(gx, gw, gb, s1, s2, weight, bias, bn_weight, need):
     return (
         gx,
@@ -181,7 +172,7 @@ def _frelu_backward_whole(x, g, c, mask, wx, weight, bias, bn_weight, mean, invs
     gt = torch.empty_like(mask, dtype=cdt).copy_(mask.view(torch.uint8)).mul_(g)  # g where the funnel branch won
     s1 = gt.sum((0, 2, 3))
     s2 = torch.mul(gt, c).sum((0, 2, 3))
-    k, a, b, s2 = _bn_backward_coefs(s1, s2, mean, invstd, bn_weight, n * h * w, cdt)
+    k, a, b, s2 = bn_backward_coefs(s1, s2, mean, invstd, bn_weight, n * h * w, cdt)
     gc = torch.addcmul(b.view(1, ch, 1, 1), c, a.view(1, ch, 1, 1)).addcmul_(gt, k.view(1, ch, 1, 1))
     has_bias = bias is not None
     gxc, gw, gb = _conv_backward(
@@ -245,24 +236,23 @@ class FReLU(nn.Module):
                 return y
             t = self.conv(x)
             return torch.maximum(x, t if bn is None else batch_norm(bn, t))
-        if not torch.is_grad_enabled():  # inference: the max goes into the funnel's buffer
+        if not torch.is_grad_enabled():  # inference: one fused pass (frelu_fused.py), or the max into the conv's buffer
+            y = fused_eval(x, self.conv, bn)
+            if y is not None:
+                return y
             t = self.conv(x)
             t = t if bn is None else batch_norm(bn, t)
             return torch.maximum(x, t, out=t) if t.dtype == x.dtype and t.shape == x.shape else torch.maximum(x, t)
         if bn is None:  # fused, and training again
             return _MaskedMax.apply(x, self.conv(x))
-        if (
-            not self.recompute
-            or x.numel() < RECOMPUTE_MIN_ELEMENTS
-            or type(bn) is not nn.BatchNorm2d
-            or not bn_uses_batch_stats(bn, x)
-            or bn.weight is None
-        ):  # conv and BN through autograd (the BN keeps the conv output), the max keeps a byte mask
+        if type(bn) is not nn.BatchNorm2d or not bn_uses_batch_stats(bn, x) or bn.weight is None:
+            return _MaskedMax.apply(x, batch_norm(bn, self.conv(x)))  # conv and BN through autograd
+        args = (x, self.conv.weight, self.conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        if fused_usable(x, self.conv.weight):  # the C kernels, keeping x alone (any size, recompute or not)
+            return FusedFReLUFunction.apply(*args, bn_momentum(bn), bn.eps)
+        if not self.recompute or x.numel() < RECOMPUTE_MIN_ELEMENTS:  # the BN keeps the conv output; a byte mask
             return _MaskedMax.apply(x, batch_norm(bn, self.conv(x)))
-        return _FReLUFunction.apply(
-            x, self.conv.weight, self.conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-            bn_momentum(bn), bn.eps, self.recompute,
-        )
+        return _FReLUFunction.apply(*args, bn_momentum(bn), bn.eps, self.recompute)
 
     @torch.no_grad()
     def fuse(self) -> "FReLU":

@@ -48,6 +48,10 @@ __all__ = [
     "cache_dir",
     "dyrelu2_backward",
     "dyrelu2_forward",
+    "frelu_backward",
+    "frelu_backward_sums",
+    "frelu_forward",
+    "frelu_stats",
     "library",
     "use_native",
     "usable",
@@ -57,14 +61,18 @@ LOGGER = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("kernels.c")
 # -fno-trapping-math lets GCC vectorise the exponential's clamps (no floating-point exceptions are relied on);
 # YAS_CLONES builds the AVX-512 / AVX2 / baseline clones on x86-64 GCC
-FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fno-trapping-math", "-fno-math-errno", "-DYAS_CLONES")
+FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno", "-DYAS_CLONES")
 BUILD_TIMEOUT_S = 120
 _P, _I = ctypes.c_void_p, ctypes.c_int64
-_SIGNATURES = {  # pointers, then int64 sizes and strides (see kernels.c)
+_SIGNATURES = {  # pointers, then int64 sizes and strides (see kernels.c); the FReLU kernels return 0 or -1
     "yas_acon_forward": (3, 9),
     "yas_acon_backward": (5, 13),
     "yas_dyrelu2_forward": (3, 9),
     "yas_dyrelu2_backward": (5, 13),
+    "yas_frelu_stats": (4, 9),
+    "yas_frelu_forward": (5, 9),
+    "yas_frelu_backward_sums": (6, 11),
+    "yas_frelu_backward": (9, 15),
 }
 _LOCK = threading.Lock()
 _STATE: dict = {}  # "lib": the loaded library or None after a failed build; "enabled": use_native's switch
@@ -150,7 +158,7 @@ def _load() -> ctypes.CDLL:
     for name, (pointers, ints) in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes = [_P] * pointers + [_I] * ints
-        fn.restype = None
+        fn.restype = ctypes.c_int if name.startswith("yas_frelu") else None
     return lib
 
 
@@ -206,11 +214,11 @@ def blocks(x3: torch.Tensor, fused: bool):
     return chunk_slices(x3, x3.numel() if fused and small_pass(x3.device, x3.numel()) else None)
 
 
-def _strides(t: torch.Tensor, shape: tuple, name: str) -> tuple:
+def _strides(t: torch.Tensor, shape: tuple, name: str, dtype: torch.dtype = torch.float32) -> tuple:
     """``t``'s first two strides for a block of ``shape`` (nb, cb, L|M); a size-1 dimension broadcasts (stride 0).
-    Checks what the C code relies on: float32, CPU, the sizes, and a contiguous last dimension."""
-    if t.dtype != torch.float32 or t.device.type != "cpu" or t.dim() != 3:
-        raise ValueError(f"{name}: a 3-D float32 CPU tensor expected, got {tuple(t.shape)} {t.dtype} {t.device}")
+    Checks what the C code relies on: the dtype, CPU, the sizes, and a contiguous last dimension."""
+    if t.dtype != dtype or t.device.type != "cpu" or t.dim() != 3:
+        raise ValueError(f"{name}: a 3-D {dtype} CPU tensor expected, got {tuple(t.shape)} {t.dtype} {t.device}")
     if t.shape[-1] != shape[2] or (t.shape[-1] > 1 and t.stride(-1) != 1):
         raise ValueError(f"{name}: last dimension of {shape[2]} contiguous elements expected, got {tuple(t.shape)}")
     out = []
@@ -230,12 +238,21 @@ def _block_shape(xs: torch.Tensor) -> tuple:
     return tuple(xs.shape)
 
 
+def _row_strides(t: torch.Tensor, shape: tuple, name: str, dtype: torch.dtype = torch.float32) -> tuple:
+    """``_strides`` for an output the C code writes one row per plane of: no broadcast dimension (two planes would
+    write the same row)."""
+    st = _strides(t, shape, name, dtype)
+    if (shape[0] > 1 and st[0] == 0) or (shape[1] > 1 and st[1] == 0):
+        raise ValueError(f"{name} must have one row per plane")
+    return st
+
+
 def _forward(fn: str, width: int, xs, coef, out) -> None:
     nb, cb, length = _block_shape(xs)
     plane = (nb, cb, length)
     if out.shape != xs.shape:
         raise ValueError(f"output {tuple(out.shape)} does not match the input {tuple(xs.shape)}")
-    strides = (*_strides(xs, plane, "x"), *_strides(out, plane, "out"), *_strides(coef, (nb, cb, width), "coef"))
+    strides = (*_strides(xs, plane, "x"), *_row_strides(out, plane, "out"), *_strides(coef, (nb, cb, width), "coef"))
     getattr(library(), fn)(xs.data_ptr(), out.data_ptr(), coef.data_ptr(), nb, cb, length, *strides)
 
 
@@ -244,11 +261,9 @@ def _backward(fn: str, width: int, xs, gs, coef, gxs, sums) -> None:
     plane = (nb, cb, length)
     if gs.shape != xs.shape or (gxs is not None and gxs.shape != xs.shape) or sums.shape != (nb, cb, width):
         raise ValueError("gradient, input gradient and sums must match the input block")
-    gx_strides = _strides(gxs, plane, "gx") if gxs is not None else (0, 0)
+    gx_strides = _row_strides(gxs, plane, "gx") if gxs is not None else (0, 0)
     strides = (*_strides(xs, plane, "x"), *_strides(gs, plane, "g"), *gx_strides,
-               *_strides(coef, (nb, cb, width), "coef"), *_strides(sums, (nb, cb, width), "sums"))
-    if (nb > 1 and strides[-2] == 0) or (cb > 1 and strides[-1] == 0):
-        raise ValueError("sums must have one row per plane")
+               *_strides(coef, (nb, cb, width), "coef"), *_row_strides(sums, (nb, cb, width), "sums"))
     gx_ptr = gxs.data_ptr() if gxs is not None else None
     getattr(library(), fn)(xs.data_ptr(), gs.data_ptr(), gx_ptr, coef.data_ptr(), sums.data_ptr(), nb, cb, length,
                            *strides)
@@ -278,3 +293,82 @@ def dyrelu2_backward(xs, gs, coef, gxs, sums) -> None:
     gets ``a0 g + (a1 - a0) gm`` (``gm``: g where piece 1 wins, else 0); ``sums`` (nb, cb, 4) gets per plane
     ``sum g x``, ``sum gm x``, ``sum g`` and ``sum gm``."""
     _backward("yas_dyrelu2_backward", 4, xs, gs, coef, gxs, sums)
+
+
+def _channel_params(cb: int, k: int, weight, bias, *rows) -> list:
+    """Pointers to the per-channel parameters of a FReLU block: weight (cb, k, k), bias (cb,) or None, and each of
+    ``rows`` ((cb, width), width given) contiguous float32 on CPU; raises ValueError otherwise."""
+    ptrs = []
+    for t, shape, name in ((weight, (cb, k, k), "weight"), (bias, (cb,), "bias"),
+                           *((r, (cb, width), "coefficients") for r, width in rows)):
+        if t is None and name == "bias":
+            ptrs.append(None)
+            continue
+        if tuple(t.shape) != shape or t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+            raise ValueError(f"{name}: a contiguous float32 CPU tensor of shape {shape} expected, got "
+                             f"{tuple(t.shape)} {t.dtype}")
+        ptrs.append(t.data_ptr())
+    return ptrs
+
+
+def _frelu_block(xs: torch.Tensor, hw: tuple, weight: torch.Tensor) -> tuple:
+    nb, cb, length = _block_shape(xs)
+    h, w = (int(v) for v in hw)
+    k = int(weight.shape[-1]) if weight.dim() == 3 else -1
+    if h * w != length or h < 1 or w < 1 or k < 1 or k % 2 == 0:
+        raise ValueError(f"planes of {h}x{w} and an odd kernel expected, got {length} elements and {tuple(weight.shape)}")
+    return nb, cb, h, w, k
+
+
+def _check(status: int) -> None:
+    if status != 0:
+        raise MemoryError("the fused FReLU kernel could not allocate its row buffers")
+
+
+def frelu_stats(xs, hw, weight, bias, sums) -> None:
+    """Per plane of an (nb, cb, H*W) block, ``sums`` (nb, cb, 2, float64) gets ``sum c`` and ``sum c^2`` of the
+    depthwise conv output ``c`` (weight (cb, k, k), bias (cb,) or None)."""
+    nb, cb, h, w, k = _frelu_block(xs, hw, weight)
+    ptrs = _channel_params(cb, k, weight, bias)
+    strides = (*_strides(xs, (nb, cb, h * w), "x"), *_row_strides(sums, (nb, cb, 2), "sums", torch.float64))
+    _check(library().yas_frelu_stats(xs.data_ptr(), *ptrs, sums.data_ptr(), nb, cb, h, w, k, *strides))
+
+
+def frelu_forward(xs, hw, weight, bias, ab, out) -> None:
+    """``out = max(x, A conv(x) + B)`` for an (nb, cb, H*W) block; ``ab`` (cb, 2) rows of (A, B)."""
+    nb, cb, h, w, k = _frelu_block(xs, hw, weight)
+    if out.shape != xs.shape:
+        raise ValueError(f"output {tuple(out.shape)} does not match the input {tuple(xs.shape)}")
+    ptrs = _channel_params(cb, k, weight, bias, (ab, 2))
+    strides = (*_strides(xs, (nb, cb, h * w), "x"), *_row_strides(out, (nb, cb, h * w), "out"))
+    _check(library().yas_frelu_forward(xs.data_ptr(), *ptrs, out.data_ptr(), nb, cb, h, w, k, *strides))
+
+
+def frelu_backward_sums(xs, gs, hw, weight, bias, ab, sums) -> None:
+    """Per plane, ``sums`` (nb, cb, 2, float64) gets ``sum gt`` and ``sum gt c`` (gt: g where the funnel won)."""
+    nb, cb, h, w, k = _frelu_block(xs, hw, weight)
+    if gs.shape != xs.shape:
+        raise ValueError("the gradient must match the input block")
+    x_ptr, g_ptr = xs.data_ptr(), gs.data_ptr()
+    ptrs = _channel_params(cb, k, weight, bias, (ab, 2))
+    plane = (nb, cb, h * w)
+    strides = (*_strides(xs, plane, "x"), *_strides(gs, plane, "g"), *_row_strides(sums, (nb, cb, 2), "sums", torch.float64))
+    _check(library().yas_frelu_backward_sums(x_ptr, g_ptr, *ptrs, sums.data_ptr(), nb, cb, h, w, k, *strides))
+
+
+def frelu_backward(xs, gs, hw, weight, bias, ab, kab, gxs, gw, gb) -> None:
+    """FReLU's backward for a block, ``kab`` (cb, 3) rows of the BN backward's (k, a, b): ``gxs`` (or None) gets the
+    input gradient; per plane ``gw`` (nb, cb, k*k, float64, or None) the conv weight's and ``gb`` (nb, cb, 1, float64,
+    or None) the conv bias's gradient."""
+    nb, cb, h, w, k = _frelu_block(xs, hw, weight)
+    if gs.shape != xs.shape or (gxs is not None and gxs.shape != xs.shape):
+        raise ValueError("the gradient and the input gradient must match the input block")
+    ptrs = _channel_params(cb, k, weight, bias, (ab, 2), (kab, 3))
+    plane = (nb, cb, h * w)
+    outs, strides = [], [*_strides(xs, plane, "x"), *_strides(gs, plane, "g")]
+    for t, shape, name, dtype in ((gxs, plane, "gx", torch.float32), (gw, (nb, cb, k * k), "gw", torch.float64),
+                                  (gb, (nb, cb, 1), "gb", torch.float64)):
+        st = _row_strides(t, shape, name, dtype) if t is not None else (0, 0)
+        outs.append(t.data_ptr() if t is not None else None)
+        strides += st
+    _check(library().yas_frelu_backward(xs.data_ptr(), gs.data_ptr(), *ptrs, *outs, nb, cb, h, w, k, *strides))
