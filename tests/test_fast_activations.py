@@ -549,7 +549,8 @@ def _upstream(node):
 @pytest.mark.parametrize("name", ["dy_relu_b", "dy_relu_c", "meta_acon_c"])
 def test_hyper_function_on_one_thread_same_gradients(name, monkeypatch):
     """At 2 threads the hyper-function (pooled features -> coefficients) runs forward and backward on one thread,
-    inside the activation's own autograd function (``hyper.PooledHyper``), with the gradients of plain autograd
+    inside the activation's own autograd function (``hyper.PooledHyper``; DY-ReLU's ``hyper.MlpHyper`` by hand), with
+    the gradients of plain autograd
     through the plain formula for the input and every parameter; and the input has that function as its only
     consumer (no dense gradient for autograd to add up, see hyper.py)."""
     from yolo_act_swap.activations import acon, dyrelu
@@ -562,17 +563,27 @@ def test_hyper_function_on_one_thread_same_gradients(name, monkeypatch):
         x = torch.randn(4, C, 5, 6, dtype=torch.float64)
         w = torch.randn_like(x)
         seen = []
-        head = m._theta if name.startswith("dy") else m._beta_head
+        if name.startswith("dy"):  # hyper.MlpHyper: two addmm forward, four matrix products backward, by hand
+            addmm, matmul = torch.addmm, torch.Tensor.__matmul__
+            monkeypatch.setattr(torch, "addmm", lambda *a: seen.append(torch.get_num_threads()) or addmm(*a))
+            monkeypatch.setattr(torch.Tensor, "__matmul__",
+                                lambda a, b: seen.append(torch.get_num_threads()) or matmul(a, b))
+            y, gx = run(m, x, w)
+            monkeypatch.setattr(torch, "addmm", addmm)
+            monkeypatch.setattr(torch.Tensor, "__matmul__", matmul)
+            assert seen == [1] * 6 and torch.get_num_threads() == 2
+        else:
+            head = m._beta_head
 
-        def spy(t):  # threads inside the small graph, forward and backward
-            seen.append(torch.get_num_threads())
-            if t.requires_grad:
-                t.register_hook(lambda g: seen.append(torch.get_num_threads()))
-            return head(t)
+            def spy(t):  # threads inside the small graph, forward and backward
+                seen.append(torch.get_num_threads())
+                if t.requires_grad:
+                    t.register_hook(lambda g: seen.append(torch.get_num_threads()))
+                return head(t)
 
-        monkeypatch.setattr(m, "_theta" if name.startswith("dy") else "_beta_head", spy)
-        y, gx = run(m, x, w)
-        assert seen == [1, 1] and torch.get_num_threads() == 2
+            monkeypatch.setattr(m, "_beta_head", spy)
+            y, gx = run(m, x, w)
+            assert seen == [1, 1] and torch.get_num_threads() == 2
         xl = x.clone().requires_grad_()
         node = m(xl).grad_fn
         assert [f for f, _ in node.next_functions if f is not None][0].variable is xl  # x's AccumulateGrad, first

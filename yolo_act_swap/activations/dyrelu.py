@@ -44,6 +44,7 @@ from .functional import (
     run_blocks,
     small_pass,
 )
+from .hyper import MlpHyper
 from .keywords import Bounds
 from .registry import register_activation
 
@@ -111,6 +112,24 @@ def dy_relu_formula(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, pi: torch
     for i in range(1, a.shape[-1]):
         y = torch.maximum(y, x * a4[:, :, i] + b4[:, :, i])
     return y * pi if pi is not None else y
+
+
+class _Hyper:
+    """DY-ReLU's hyper-function as the training function takes it: ``(a, b)`` from the (N, C) pooled input when
+    called, and ``pooled_hyper``, the same as an ``MlpHyper`` with its backward written out (``hyper.py``)."""
+
+    def __init__(self, m: "DyReLU"):
+        self.m = m
+
+    def __call__(self, pooled: torch.Tensor):
+        return self.m._hyper(pooled)
+
+    def pooled_hyper(self, x: torch.Tensor, need_x: bool) -> MlpHyper:
+        m, k = self.m, self.m.k
+        lam = torch.tensor([LAMBDA_A] * k + [LAMBDA_B] * k, dtype=torch.float64, device=x.device)
+        init = torch.cat([m.init_a, m.init_b]).to(torch.float64)
+        shape = (x.shape[0], m.fc2.out_features // (2 * k), 2 * k)  # theta as (N, G, 2K): a_0..a_K-1, b_0..b_K-1
+        return MlpHyper(m.fc1, m.fc2, x, need_x, shape, 2 * lam, init - lam, k)
 
 
 class DyReLU(nn.Module):
@@ -235,7 +254,7 @@ class DyReLU(nn.Module):
         if not torch.is_grad_enabled():
             a, b = self.coefficients(x)
             return _dy_relu_inference(x, a, b, self.spatial_attention(x))
-        hyper = (self._hyper, *self._hyper_params())  # a and b are computed inside the function, from x's mean
+        hyper = (_Hyper(self), *self._hyper_params())  # a and b are computed inside the function, from x's mean
         bn = self.spatial_bn
         if self.spatial is None or (bn is not None and (type(bn) is not nn.BatchNorm2d or bn.weight is None)):
             return DyReLUFunction.apply(x, None, None, self.spatial_attention(x), None, None, None, None, None, *hyper)

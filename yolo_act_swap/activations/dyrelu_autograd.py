@@ -182,7 +182,8 @@ class DyReLUFunction(torch.autograd.Function):
         n, c, h, w = x.shape
         ctx.hyper = None
         if hyper is not None:
-            ctx.hyper = PooledHyper(hyper, x, params, x.requires_grad)
+            make = getattr(hyper, "pooled_hyper", None)  # a hyper-function with its own written-out backward
+            ctx.hyper = make(x, x.requires_grad) if make is not None else PooledHyper(hyper, x, params, x.requires_grad)
             a, b = ctx.hyper.values()
         k = a.shape[-1]
         cdt = compute_dtype(x.dtype)

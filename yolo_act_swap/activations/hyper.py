@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from .functional import chunk_slices, one_thread, pooled_mean, run_blocks
+from .functional import chunk_slices, one_thread, pool_workers, pooled_mean, run_blocks
 
-__all__ = ["PooledHyper"]
+__all__ = ["MlpHyper", "PooledHyper"]
 
 
 class PooledHyper:
@@ -63,4 +63,57 @@ class PooledHyper:
         if g_pooled is None:
             return
         g = (g_pooled / self.hw).to(gx3.dtype).unsqueeze(-1)  # (N, C, 1)
-        run_blocks(lambda b: gx3[b].add_(g[b]), chunk_slices(gx3), device)
+        blocks = chunk_slices(gx3)
+        if not pool_workers(device, len(blocks), blocks.elements):  # its blocks would run in turn here: one op
+            gx3.add_(g)
+            return
+        run_blocks(lambda b: gx3[b].add_(g[b]), blocks, device)
+
+
+class MlpHyper(PooledHyper):
+    """``PooledHyper`` for ``t = sigmoid(fc2(relu(fc1(mean))))`` (``nn.Linear`` layers with bias), mapped by
+    ``t.view(shape) * scale + shift`` and split along the last dimension into ``split``-wide coefficients (DY-ReLU's
+    hyper-function), with both directions written out: four small ops forward, about ten backward, and no autograd
+    graph. On a small map the engine's cost per node was most of the hyper-function: DY-ReLU-B's forward and
+    backward of it took 0.78 ms of a 2.05 ms training step at [8, 256, 20, 20], one thread.
+
+    Runs with autocast off, in the pooled input's dtype (float32 under CPU autocast, where the input is float32).
+    """
+
+    def __init__(self, fc1, fc2, x: torch.Tensor, need_x: bool, shape, scale, shift, split: int):
+        self.params = [fc1.weight, fc1.bias, fc2.weight, fc2.bias]
+        self.hw = x.shape[2] * x.shape[3]
+        self.need_x, self.shape, self.split = need_x, tuple(shape), split
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False), one_thread():
+            p = pooled_mean(x)
+            w1, b1, w2, b2 = (t.detach().to(p.dtype) for t in self.params)
+            h = torch.addmm(b1, p, w1.t()).relu_()
+            t = torch.addmm(b2, h, w2.t()).sigmoid_()
+            self.scale = scale.to(p.dtype)
+            out = torch.addcmul(shift.to(p.dtype), t.view(self.shape), self.scale)
+        self.saved = (p, h, t, w1, w2)
+        self.outs = out.split(split, -1)
+
+    def values(self) -> tuple:
+        """The coefficients (no graph to detach from)."""
+        return self.outs
+
+    def backward(self, grads, need_params) -> tuple:
+        """As ``PooledHyper.backward``, by hand: through the affine map, the sigmoid, fc2, the ReLU and fc1."""
+        p, h, t, w1, w2 = self.saved
+        need = [bool(n) for n in need_params]
+        if not (self.need_x or any(need)) or all(g is None for g in grads):
+            return None, (None,) * len(self.params)
+        with torch.no_grad(), torch.autocast(p.device.type, enabled=False), one_thread():
+            g_out = torch.cat([g.to(p.dtype) if g is not None else torch.zeros_like(o) for g, o in zip(grads, self.outs)],
+                              -1)
+            dz2 = (g_out * self.scale).view(t.shape).mul_(t).mul_(1 - t)  # through the sigmoid
+            dh = (dz2 @ w2).mul_(h > 0) if self.need_x or need[0] or need[1] else None
+            g_params = (
+                dh.t() @ p if need[0] else None,
+                dh.sum(0) if need[1] else None,
+                dz2.t() @ h if need[2] else None,
+                dz2.sum(0) if need[3] else None,
+            )
+            g_pooled = dh @ w1 if self.need_x else None
+        return g_pooled, tuple(g.to(q.dtype) if g is not None else None for g, q in zip(g_params, self.params))
