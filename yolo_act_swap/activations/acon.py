@@ -193,7 +193,7 @@ def _acon_inference(x, p1, p2, beta):
         torch.mul(xs, bd3[i], out=out).sigmoid_().mul_(d3[i]).add_(p23[i]).mul_(xs)
 
     small = small_pass(x.device, x3.numel())  # a small map in one block (see dyrelu._dy_relu_inference)
-    run_blocks(block, chunk_slices(x3, x3.numel() if small else None), x.device)
+    run_blocks(block, native.blocks(x3, True) if fused else chunk_slices(x3, x3.numel() if small else None), x.device)
     return y
 
 

@@ -95,7 +95,7 @@ def _dy_relu_inference(x, a, b, pi):
     # a small map in one block: on one thread the whole-tensor ops cost fewer per-op overheads than cache-sized
     # blocks save (no gradient temporaries here: one map-sized buffer besides the output)
     small = small_pass(x.device, x3.numel())
-    run_blocks(block, chunk_slices(x3, x3.numel() if small else None), x.device)
+    run_blocks(block, native.blocks(x3, True) if fused else chunk_slices(x3, x3.numel() if small else None), x.device)
     return y
 
 
