@@ -1,10 +1,12 @@
-"""Fused CPU kernels for ACON-C and two-piece DY-ReLU (``kernels.c``): built once per machine, called per block.
+"""Fused CPU kernels for FReLU, ACON-C and two-piece DY-ReLU (``kernels.c``): built once per machine, called per
+block.
 
-The eager block functions of ``acon.py`` and ``dyrelu_autograd.py`` run five to eight whole-block ops each, and on
-CPU every op costs about a pass over memory. ``kernels.c`` does a block's forward, or its backward with the
-per-channel sums, in one pass. It is plain C with no torch headers: a C compiler builds it in about a second, ctypes
-calls it (and releases the GIL, so the worker pool of ``pool.py`` still shares a pass's blocks among threads), and on
-x86-64 GCC builds AVX-512, AVX2 and baseline versions that the loader picks from at run time.
+The eager block functions of ``acon.py``, ``dyrelu_autograd.py`` and ``frelu.py`` run five to fourteen whole-block ops
+each, and on CPU every op costs about a pass over memory. ``kernels.c`` does a block's forward, or its backward with
+the per-channel sums, in one pass (FReLU: two each way, see ``frelu_fused.py``). It is plain C with no torch headers:
+a C compiler builds it once per machine (2-3 s), ctypes calls it (and releases the GIL, so the worker pool of
+``pool.py`` still shares a pass's blocks among threads), and on x86-64 GCC builds AVX-512, AVX2 and baseline versions
+that the loader picks from at run time.
 
 When it is used: float32 CPU tensors whose (sample, channel) planes are contiguous, that is NCHW (the training
 functions make their input NCHW anyway); everything else runs the eager blocks. ``YOLO_ACT_SWAP_NATIVE`` chooses:
