@@ -118,7 +118,7 @@ class EagerCase(Case):
             super().step()
 
 
-FUSED_KERNELS = ("acon_c", "meta_acon_c", "dy_relu_a", "dy_relu_b", "frelu")  # the activations kernels.c covers
+FUSED_KERNELS = ("acon_c", "meta_acon_c", "dy_relu_a", "dy_relu_b", "dy_relu_c", "frelu")  # the activations kernels.c covers
 CLONE = "x.clone()"
 
 

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 needs_kernels = pytest.mark.skipif(native._compiler() is None or os.name != "posix", reason="no C compiler here")
 FUSED = [("acon_c", {}), ("meta_acon_c", {}), ("meta_acon_c", {"bn": False}), ("dy_relu_a", {}), ("dy_relu_b", {}),
+         ("dy_relu_c", {}), ("dy_relu_c", {"temperature": 1.0, "gamma": 2.0}),
          ("frelu", {}), ("frelu", {"kernel_size": 5}), ("frelu", {"kernel_size": 1}), ("frelu", {"recompute": False})]
 IDS = [n + "".join(f"-{k}={v}" for k, v in kw.items()) for n, kw in FUSED]
 SHAPES = [(2, 6, 5, 7), (1, 6, 4, 3), (3, 6, 1, 1), (2, 5, 9, 13)]  # odd plane sizes: the kernels' tail loops

@@ -203,17 +203,20 @@ class DyReLUFunction(torch.autograd.Function):
         # all coefficients in one (N, 1|C, 1, 2K) tensor: one slice per block, then unbind into (n, c, 1) views
         coef = torch.cat([a, b], -1).to(cdt).unsqueeze(2).contiguous()
         shared = coef.shape[1] == 1
-        pi3 = pi.to(cdt).reshape(n, 1, h * w) if pi is not None else None
+        pi3 = pi.to(cdt).reshape(n, 1, h * w).contiguous() if pi is not None else None
         y = torch.empty_like(x, memory_format=torch.contiguous_format)
         y3 = y.view(n, c, h * w)
         idx = torch.empty(x3.shape, dtype=torch.uint8, device=x.device) if k > 2 else None
         same = cdt == x.dtype
-        fused = k == 2 and pi3 is None and native.usable(x3)  # one pass per block in C (native.py)
+        fused = k == 2 and native.usable(x3)  # one pass per block in C (native.py)
 
         def block(ns_cs):
             ns, cs = ns_cs
             if fused:
-                return native.dyrelu2_forward(x3[ns, cs], coef[ns, :, 0] if shared else coef[ns, cs, 0], y3[ns, cs])
+                cf = coef[ns, :, 0] if shared else coef[ns, cs, 0]
+                if pi3 is None:
+                    return native.dyrelu2_forward(x3[ns, cs], cf, y3[ns, cs])
+                return native.dyrelu2_pi_forward(x3[ns, cs], pi3[ns], cf, y3[ns, cs])
             xs = x3[ns, cs] if same else x3[ns, cs].to(cdt)
             cf = (coef[ns] if shared else coef[ns, cs]).unbind(-1)  # a_0..a_K-1, b_0..b_K-1
             out = affine(xs, cf[0], cf[k], out=y3[ns, cs] if same else None)
@@ -244,6 +247,15 @@ class DyReLUFunction(torch.autograd.Function):
             return _dy_relu_backward(ctx, g)
 
 
+def _fused_backward_block(xs, gs, pis, cf, gxs, sums, need_pi):
+    """One block of the K = 2 backward in C (``native.py``); returns the block's part of pi's gradient, or None."""
+    if pis is None:
+        return native.dyrelu2_backward(xs, gs, cf, gxs, sums)
+    part = torch.zeros(xs.shape[0], 1, xs.shape[2], dtype=xs.dtype) if need_pi else None
+    native.dyrelu2_pi_backward(xs, gs, pis, cf, gxs, part, sums)
+    return part
+
+
 def _dy_relu_backward(ctx, g):
     """``DyReLUFunction.backward``: the gradients of x, a, b, pi and the fused DY-ReLU-C attention's leaves."""
     x, a, b, pi, idx, sp_weight = ctx.saved_tensors
@@ -251,7 +263,7 @@ def _dy_relu_backward(ctx, g):
     x3, g3 = x.contiguous().view(n, c, h * w), g.contiguous().view(n, c, h * w)
     coef = _backward_coefs(a, b, k, cdt)
     shared = coef.shape[1] == 1
-    pi3 = pi.to(cdt).reshape(n, 1, h * w) if pi is not None else None
+    pi3 = pi.to(cdt).reshape(n, 1, h * w).contiguous() if pi is not None else None
     need = ctx.needs_input_grad
     need_x = need[0]
     need_pi = pi is not None and (need[3] or (ctx.attention is not None and any(need[i] for i in (0, 4, 5, 6, 7))))
@@ -260,14 +272,14 @@ def _dy_relu_backward(ctx, g):
     sums = torch.zeros(n, c, 2 * k, dtype=cdt, device=x.device)  # sum_hw g x and g per piece (K=2: all, piece 1)
     gpi = torch.zeros(n, 1, h * w, dtype=cdt, device=x.device) if need_pi else None
     same = cdt == x.dtype
-    fused = k == 2 and pi3 is None and native.usable(x3) and g3.dtype == x3.dtype  # one C call per block (native.py)
+    fused = k == 2 and native.usable(x3) and g3.dtype == x3.dtype  # one C call per block (native.py)
 
     def block(ns_cs):
         ns, cs = ns_cs
         rows = coef[ns] if shared else coef[ns, cs]  # (nb, 1|cb, 1, 2K)
         if fused:
-            gxs = gx3[ns, cs] if need_x else None
-            return native.dyrelu2_backward(x3[ns, cs], g3[ns, cs], rows[:, :, 0], gxs, sums[ns, cs])
+            return _fused_backward_block(x3[ns, cs], g3[ns, cs], pi3[ns] if pi3 is not None else None, rows[:, :, 0],
+                                         gx3[ns, cs] if need_x else None, sums[ns, cs], need_pi)
         xs, gs = (x3[ns, cs], g3[ns, cs]) if same else (x3[ns, cs].to(cdt), g3[ns, cs].to(cdt))
         cf = rows.unbind(-1)
         gp = gs * pi3[ns] if pi3 is not None else gs  # gradient w.r.t. the un-attended output

@@ -1,14 +1,13 @@
 """FReLU (Funnel ReLU, Ma et al. 2020): ``y = max(x, BN(depthwise_conv_kxk(x)))``.
 
 Float32 NCHW maps on CPU run the fused C kernels of ``frelu_fused.py`` (training and eval; only ``x`` is kept).
-Otherwise, training on large maps uses one custom autograd function for conv -> BN -> max. It keeps ``x`` (which SiLU keeps
-too), a one-byte mask of the max's winner and the BN's per-channel statistics, and recomputes the depthwise conv in the
-backward pass instead of keeping its output; at one thread an NCHW input's funnel runs in channels_last inside it
-(the depthwise conv's fast layout on CPU), its copy of ``x`` saved in place of ``x``. Small maps (and
+Otherwise, training on large maps uses one custom autograd function for conv -> BN -> max. It keeps ``x`` (which SiLU
+keeps too), a one-byte mask of the max's winner and the BN's per-channel statistics, and recomputes the depthwise
+conv in the backward pass instead of keeping its output; at one thread an NCHW input's funnel runs in channels_last
+inside it (the depthwise conv's fast layout on CPU), its copy of ``x`` saved in place of ``x``. Small maps (and
 ``recompute=False``) run conv and BN through autograd and only the max through a custom function that keeps the byte
-mask. The straightforward module keeps the conv output,
-the BN output and both max inputs, and PyTorch's ``maximum`` backward is several full passes; see
-``benchmarks/activations.py`` for the figures.
+mask. The straightforward module keeps the conv output, the BN output and both max inputs, and PyTorch's ``maximum``
+backward is several full passes; see ``benchmarks/activations.py`` for the figures.
 Eval mode and ``torch.no_grad()`` without the fused kernels, and ONNX export, run plain ops; ``fuse()`` folds the BN
 into the conv.
 """

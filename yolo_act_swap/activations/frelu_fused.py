@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import native
+from . import native, native_frelu
 from .functional import bn_uses_batch_stats, run_blocks
 
 __all__ = ["FusedFReLUFunction", "bn_backward_coefs", "fused_eval", "usable"]
@@ -58,17 +58,18 @@ class _Geometry:
     def forward(self, ab: torch.Tensor) -> torch.Tensor:
         """``max(x, A conv(x) + B)`` block by block, ``ab`` (C, 2)."""
         y3 = torch.empty_like(self.x3)
-        run_blocks(lambda b: native.frelu_forward(self.x3[b], (self.h, self.w), *self.conv(b[1]), ab[b[1]], y3[b]),
-                   self.blocks, self.x3.device)
+        hw = (self.h, self.w)
+        run_blocks(lambda b: native_frelu.frelu_forward(self.x3[b], hw, *self.conv(b[1]), ab[b[1]], y3[b]), self.blocks,
+                   self.x3.device)
         return y3
 
     def stats(self) -> torch.Tensor:
         """Per channel (C, 2), float64: ``sum c`` and ``sum c^2`` of the conv output."""
-        return self._sums(lambda b, out: native.frelu_stats(self.x3[b], (self.h, self.w), *self.conv(b[1]), out))
+        return self._sums(lambda b, out: native_frelu.frelu_stats(self.x3[b], (self.h, self.w), *self.conv(b[1]), out))
 
     def grad_sums(self, g3: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
         """Per channel (C, 2), float64: ``sum gt`` and ``sum gt c`` (gt: the gradient where the funnel won)."""
-        return self._sums(lambda b, out: native.frelu_backward_sums(
+        return self._sums(lambda b, out: native_frelu.frelu_backward_sums(
             self.x3[b], g3[b], (self.h, self.w), *self.conv(b[1]), ab[b[1]], out))
 
     def _sums(self, call) -> torch.Tensor:
@@ -119,7 +120,7 @@ class FusedFReLUFunction(torch.autograd.Function):
 
         def block(bl):
             ns, cs = bl
-            native.frelu_backward(
+            native_frelu.frelu_backward(
                 geo.x3[bl], g3[bl], (h, w), *geo.conv(cs), ab[cs], kab[cs], gx3[bl] if gx3 is not None else None,
                 gw[bl] if gw is not None else None, gb[bl] if gb is not None else None,
             )

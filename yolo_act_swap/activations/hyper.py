@@ -105,8 +105,8 @@ class MlpHyper(PooledHyper):
         if not (self.need_x or any(need)) or all(g is None for g in grads):
             return None, (None,) * len(self.params)
         with torch.no_grad(), torch.autocast(p.device.type, enabled=False), one_thread():
-            g_out = torch.cat([g.to(p.dtype) if g is not None else torch.zeros_like(o) for g, o in zip(grads, self.outs)],
-                              -1)
+            parts = [g.to(p.dtype) if g is not None else torch.zeros_like(o) for g, o in zip(grads, self.outs)]
+            g_out = torch.cat(parts, -1)
             dz2 = (g_out * self.scale).view(t.shape).mul_(t).mul_(1 - t)  # through the sigmoid
             dh = (dz2 @ w2).mul_(h > 0) if self.need_x or need[0] or need[1] else None
             g_params = (

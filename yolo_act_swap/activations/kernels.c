@@ -384,3 +384,69 @@ int yas_frelu_backward(const float *restrict x, const float *restrict g, const f
     planes_free(&b);
     return 0;
 }
+
+/* ------------------------------------------------------------------------------------------------------------------
+ * Two-piece DY-ReLU with DY-ReLU-C's spatial attention pi (one row of L per sample, shared by its channels):
+ * y = pi max(a0 x + b0, a1 x + b1). The backward multiplies g by pi, and (gpi not NULL) adds sum_c g max(...) per
+ * pixel into gpi (nb rows of L, zeroed by the caller: the block's part of pi's gradient).
+ * ------------------------------------------------------------------------------------------------------------------ */
+YAS_TARGETS
+void yas_dyrelu2_pi_forward(const float *restrict x, const float *restrict pi, float *restrict y,
+                            const float *restrict coef, int64_t nb, int64_t cb, int64_t len, int64_t xs0, int64_t xs1,
+                            int64_t ps0, int64_t ys0, int64_t ys1, int64_t cs0, int64_t cs1) {
+    for (int64_t i = 0; i < nb; i++)
+        for (int64_t j = 0; j < cb; j++) {
+            const float *xp = x + i * xs0 + j * xs1, *pp = pi + i * ps0;
+            float *yp = y + i * ys0 + j * ys1;
+            const float *c = coef + i * cs0 + j * cs1;
+            const float a0 = c[0], a1 = c[1], b0 = c[2], b1 = c[3];
+            for (int64_t l = 0; l < len; l++) {
+                const float t0 = a0 * xp[l] + b0, t1 = a1 * xp[l] + b1;
+                yp[l] = pp[l] * (t1 > t0 ? t1 : t0);
+            }
+        }
+}
+
+/* one plane of yas_dyrelu2_pi_backward; write_gx and write_gpi are constants at each call, so that every copy
+ * vectorises */
+static inline __attribute__((always_inline)) void dyrelu2_pi_plane(const float *restrict xp, const float *restrict gp,
+                                                                   const float *restrict pp, float *restrict gxp,
+                                                                   float *restrict gpp, const float *restrict c,
+                                                                   float *restrict sp, int64_t len,
+                                                                   const int write_gx, const int write_gpi) {
+    const float a0 = c[0], b0 = c[1], da = c[2], db = c[3];
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (int64_t l = 0; l < len; l++) {
+        const float z = da * xp[l] + db, ga = gp[l] * pp[l], gm = z > 0.0f ? ga : 0.0f;
+        s0 += ga * xp[l], s1 += gm * xp[l], s2 += ga, s3 += gm;
+        if (write_gx) gxp[l] = a0 * ga + da * gm;
+        if (write_gpi) gpp[l] += gp[l] * (a0 * xp[l] + b0 + (z > 0.0f ? z : 0.0f)); /* g max(t0, t1) */
+    }
+    sp[0] = s0, sp[1] = s1, sp[2] = s2, sp[3] = s3;
+}
+
+/* coefficient row (a0, b0, a1 - a0, b1 - b0) as in yas_dyrelu2_backward, with g multiplied by pi; gx and gpi may be
+ * NULL */
+YAS_TARGETS
+void yas_dyrelu2_pi_backward(const float *restrict x, const float *restrict g, const float *restrict pi,
+                             float *restrict gx, float *restrict gpi, const float *restrict coef,
+                             float *restrict sums, int64_t nb, int64_t cb, int64_t len, int64_t xs0, int64_t xs1,
+                             int64_t gs0, int64_t gs1, int64_t ps0, int64_t gxs0, int64_t gxs1, int64_t gps0,
+                             int64_t cs0, int64_t cs1, int64_t ss0, int64_t ss1) {
+    for (int64_t i = 0; i < nb; i++)
+        for (int64_t j = 0; j < cb; j++) {
+            const float *xp = x + i * xs0 + j * xs1, *gp = g + i * gs0 + j * gs1, *pp = pi + i * ps0;
+            const float *c = coef + i * cs0 + j * cs1;
+            float *gxp = gx ? gx + i * gxs0 + j * gxs1 : 0, *gpp = gpi ? gpi + i * gps0 : 0;
+            float *sp = sums + i * ss0 + j * ss1;
+            if (gxp && gpp)
+                dyrelu2_pi_plane(xp, gp, pp, gxp, gpp, c, sp, len, 1, 1);
+            else if (gxp)
+                dyrelu2_pi_plane(xp, gp, pp, gxp, 0, c, sp, len, 1, 0);
+            else if (gpp)
+                dyrelu2_pi_plane(xp, gp, pp, 0, gpp, c, sp, len, 0, 1);
+            else
+                dyrelu2_pi_plane(xp, gp, pp, 0, 0, c, sp, len, 0, 0);
+        }
+}

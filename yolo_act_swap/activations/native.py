@@ -1,5 +1,5 @@
-"""Fused CPU kernels for FReLU, ACON-C and two-piece DY-ReLU (``kernels.c``): built once per machine, called per
-block.
+"""Fused CPU kernels for FReLU, ACON-C and two-piece DY-ReLU, with or without C's attention (``kernels.c``): built
+once per machine, called per block.
 
 The eager block functions of ``acon.py``, ``dyrelu_autograd.py`` and ``frelu.py`` run five to fourteen whole-block ops
 each, and on CPU every op costs about a pass over memory. ``kernels.c`` does a block's forward, or its backward with
@@ -48,22 +48,25 @@ __all__ = [
     "available",
     "blocks",
     "cache_dir",
+    "check_block",
+    "check_rows",
+    "check_strides",
     "dyrelu2_backward",
     "dyrelu2_forward",
-    "frelu_backward",
-    "frelu_backward_sums",
-    "frelu_forward",
-    "frelu_stats",
+    "dyrelu2_pi_backward",
+    "dyrelu2_pi_forward",
     "library",
-    "use_native",
     "usable",
+    "use_native",
 ]
 
 LOGGER = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("kernels.c")
 # -fno-trapping-math lets GCC vectorise the exponential's clamps (no floating-point exceptions are relied on);
 # YAS_CLONES builds the AVX-512 / AVX2 / baseline clones on x86-64 GCC
-FLAGS = ("-O3", "-std=c11", "-shared", "-fPIC", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno", "-DYAS_CLONES")
+FLAGS = (
+    "-O3", "-std=c11", "-shared", "-fPIC", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno", "-DYAS_CLONES",
+)
 BUILD_TIMEOUT_S = 120
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURES = {  # pointers, then int64 sizes and strides (see kernels.c); the FReLU kernels return 0 or -1
@@ -71,6 +74,8 @@ _SIGNATURES = {  # pointers, then int64 sizes and strides (see kernels.c); the F
     "yas_acon_backward": (5, 13),
     "yas_dyrelu2_forward": (3, 9),
     "yas_dyrelu2_backward": (5, 13),
+    "yas_dyrelu2_pi_forward": (4, 10),
+    "yas_dyrelu2_pi_backward": (7, 15),
     "yas_frelu_stats": (4, 9),
     "yas_frelu_forward": (5, 9),
     "yas_frelu_backward_sums": (6, 11),
@@ -220,7 +225,7 @@ def blocks(x3: torch.Tensor, fused: bool):
     return chunk_slices(x3, x3.numel() if small_pass(x3.device, x3.numel()) else max(x3.numel() // 8, 1))
 
 
-def _strides(t: torch.Tensor, shape: tuple, name: str, dtype: torch.dtype = torch.float32) -> tuple:
+def check_strides(t: torch.Tensor, shape: tuple, name: str, dtype: torch.dtype = torch.float32) -> tuple:
     """``t``'s first two strides for a block of ``shape`` (nb, cb, L|M); a size-1 dimension broadcasts (stride 0).
     Checks what the C code relies on: the dtype, CPU, the sizes, and a contiguous last dimension."""
     if t.dtype != dtype or t.device.type != "cpu" or t.dim() != 3:
@@ -238,38 +243,39 @@ def _strides(t: torch.Tensor, shape: tuple, name: str, dtype: torch.dtype = torc
     return tuple(out)
 
 
-def _block_shape(xs: torch.Tensor) -> tuple:
+def check_block(xs: torch.Tensor) -> tuple:
     if xs.dim() != 3:
         raise ValueError(f"x: a 3-D (samples, channels, pixels) block expected, got shape {tuple(xs.shape)}")
     return tuple(xs.shape)
 
 
-def _row_strides(t: torch.Tensor, shape: tuple, name: str, dtype: torch.dtype = torch.float32) -> tuple:
-    """``_strides`` for an output the C code writes one row per plane of: no broadcast dimension (two planes would
+def check_rows(t: torch.Tensor, shape: tuple, name: str, dtype: torch.dtype = torch.float32) -> tuple:
+    """``check_strides`` for an output the C code writes one row per plane of: no broadcast dimension (two planes would
     write the same row)."""
-    st = _strides(t, shape, name, dtype)
+    st = check_strides(t, shape, name, dtype)
     if (shape[0] > 1 and st[0] == 0) or (shape[1] > 1 and st[1] == 0):
         raise ValueError(f"{name} must have one row per plane")
     return st
 
 
 def _forward(fn: str, width: int, xs, coef, out) -> None:
-    nb, cb, length = _block_shape(xs)
+    nb, cb, length = check_block(xs)
     plane = (nb, cb, length)
     if out.shape != xs.shape:
         raise ValueError(f"output {tuple(out.shape)} does not match the input {tuple(xs.shape)}")
-    strides = (*_strides(xs, plane, "x"), *_row_strides(out, plane, "out"), *_strides(coef, (nb, cb, width), "coef"))
+    strides = (*check_strides(xs, plane, "x"), *check_rows(out, plane, "out"),
+               *check_strides(coef, (nb, cb, width), "coef"))
     getattr(library(), fn)(xs.data_ptr(), out.data_ptr(), coef.data_ptr(), nb, cb, length, *strides)
 
 
 def _backward(fn: str, width: int, xs, gs, coef, gxs, sums) -> None:
-    nb, cb, length = _block_shape(xs)
+    nb, cb, length = check_block(xs)
     plane = (nb, cb, length)
     if gs.shape != xs.shape or (gxs is not None and gxs.shape != xs.shape) or sums.shape != (nb, cb, width):
         raise ValueError("gradient, input gradient and sums must match the input block")
-    gx_strides = _row_strides(gxs, plane, "gx") if gxs is not None else (0, 0)
-    strides = (*_strides(xs, plane, "x"), *_strides(gs, plane, "g"), *gx_strides,
-               *_strides(coef, (nb, cb, width), "coef"), *_row_strides(sums, (nb, cb, width), "sums"))
+    gx_strides = check_rows(gxs, plane, "gx") if gxs is not None else (0, 0)
+    strides = (*check_strides(xs, plane, "x"), *check_strides(gs, plane, "g"), *gx_strides,
+               *check_strides(coef, (nb, cb, width), "coef"), *check_rows(sums, (nb, cb, width), "sums"))
     gx_ptr = gxs.data_ptr() if gxs is not None else None
     getattr(library(), fn)(xs.data_ptr(), gs.data_ptr(), gx_ptr, coef.data_ptr(), sums.data_ptr(), nb, cb, length,
                            *strides)
@@ -301,80 +307,31 @@ def dyrelu2_backward(xs, gs, coef, gxs, sums) -> None:
     _backward("yas_dyrelu2_backward", 4, xs, gs, coef, gxs, sums)
 
 
-def _channel_params(cb: int, k: int, weight, bias, *rows) -> list:
-    """Pointers to the per-channel parameters of a FReLU block: weight (cb, k, k), bias (cb,) or None, and each of
-    ``rows`` ((cb, width), width given) contiguous float32 on CPU; raises ValueError otherwise."""
-    ptrs = []
-    for t, shape, name in ((weight, (cb, k, k), "weight"), (bias, (cb,), "bias"),
-                           *((r, (cb, width), "coefficients") for r, width in rows)):
-        if t is None and name == "bias":
-            ptrs.append(None)
-            continue
-        if tuple(t.shape) != shape or t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
-            raise ValueError(f"{name}: a contiguous float32 CPU tensor of shape {shape} expected, got "
-                             f"{tuple(t.shape)} {t.dtype}")
-        ptrs.append(t.data_ptr())
-    return ptrs
-
-
-def _frelu_block(xs: torch.Tensor, hw: tuple, weight: torch.Tensor) -> tuple:
-    nb, cb, length = _block_shape(xs)
-    h, w = (int(v) for v in hw)
-    k = int(weight.shape[-1]) if weight.dim() == 3 else -1
-    if h * w != length or h < 1 or w < 1 or k < 1 or k % 2 == 0:
-        raise ValueError(f"planes of {h}x{w} and an odd kernel expected, got {length} elements and {tuple(weight.shape)}")
-    return nb, cb, h, w, k
-
-
-def _check(status: int) -> None:
-    if status != 0:
-        raise MemoryError("the fused FReLU kernel could not allocate its row buffers")
-
-
-def frelu_stats(xs, hw, weight, bias, sums) -> None:
-    """Per plane of an (nb, cb, H*W) block, ``sums`` (nb, cb, 2, float64) gets ``sum c`` and ``sum c^2`` of the
-    depthwise conv output ``c`` (weight (cb, k, k), bias (cb,) or None)."""
-    nb, cb, h, w, k = _frelu_block(xs, hw, weight)
-    ptrs = _channel_params(cb, k, weight, bias)
-    strides = (*_strides(xs, (nb, cb, h * w), "x"), *_row_strides(sums, (nb, cb, 2), "sums", torch.float64))
-    _check(library().yas_frelu_stats(xs.data_ptr(), *ptrs, sums.data_ptr(), nb, cb, h, w, k, *strides))
-
-
-def frelu_forward(xs, hw, weight, bias, ab, out) -> None:
-    """``out = max(x, A conv(x) + B)`` for an (nb, cb, H*W) block; ``ab`` (cb, 2) rows of (A, B)."""
-    nb, cb, h, w, k = _frelu_block(xs, hw, weight)
+def dyrelu2_pi_forward(xs, pis, coef, out) -> None:
+    """``out = pi max(a0 x + b0, a1 x + b1)`` for an (nb, cb, L) block, ``pis`` (nb, 1, L) DY-ReLU-C's attention of
+    the block's samples."""
+    nb, cb, length = check_block(xs)
+    plane = (nb, cb, length)
     if out.shape != xs.shape:
         raise ValueError(f"output {tuple(out.shape)} does not match the input {tuple(xs.shape)}")
-    ptrs = _channel_params(cb, k, weight, bias, (ab, 2))
-    strides = (*_strides(xs, (nb, cb, h * w), "x"), *_row_strides(out, (nb, cb, h * w), "out"))
-    _check(library().yas_frelu_forward(xs.data_ptr(), *ptrs, out.data_ptr(), nb, cb, h, w, k, *strides))
+    ps0 = check_rows(pis, (nb, 1, length), "pi")[0]
+    strides = (*check_strides(xs, plane, "x"), ps0, *check_rows(out, plane, "out"),
+               *check_strides(coef, (nb, cb, 4), "coef"))
+    library().yas_dyrelu2_pi_forward(xs.data_ptr(), pis.data_ptr(), out.data_ptr(), coef.data_ptr(), nb, cb, length,
+                                     *strides)
 
 
-def frelu_backward_sums(xs, gs, hw, weight, bias, ab, sums) -> None:
-    """Per plane, ``sums`` (nb, cb, 2, float64) gets ``sum gt`` and ``sum gt c`` (gt: g where the funnel won)."""
-    nb, cb, h, w, k = _frelu_block(xs, hw, weight)
-    if gs.shape != xs.shape:
-        raise ValueError("the gradient must match the input block")
-    x_ptr, g_ptr = xs.data_ptr(), gs.data_ptr()
-    ptrs = _channel_params(cb, k, weight, bias, (ab, 2))
-    plane = (nb, cb, h * w)
-    strides = (*_strides(xs, plane, "x"), *_strides(gs, plane, "g"), *_row_strides(sums, (nb, cb, 2), "sums", torch.float64))
-    _check(library().yas_frelu_backward_sums(x_ptr, g_ptr, *ptrs, sums.data_ptr(), nb, cb, h, w, k, *strides))
-
-
-def frelu_backward(xs, gs, hw, weight, bias, ab, kab, gxs, gw, gb) -> None:
-    """FReLU's backward for a block, ``kab`` (cb, 3) rows of the BN backward's (k, a, b): ``gxs`` (or None) gets the
-    input gradient; per plane ``gw`` (nb, cb, k*k, float64, or None) the conv weight's and ``gb`` (nb, cb, 1, float64,
-    or None) the conv bias's gradient."""
-    nb, cb, h, w, k = _frelu_block(xs, hw, weight)
-    if gs.shape != xs.shape or (gxs is not None and gxs.shape != xs.shape):
-        raise ValueError("the gradient and the input gradient must match the input block")
-    ptrs = _channel_params(cb, k, weight, bias, (ab, 2), (kab, 3))
-    plane = (nb, cb, h * w)
-    outs, strides = [], [*_strides(xs, plane, "x"), *_strides(gs, plane, "g")]
-    for t, shape, name, dtype in ((gxs, plane, "gx", torch.float32), (gw, (nb, cb, k * k), "gw", torch.float64),
-                                  (gb, (nb, cb, 1), "gb", torch.float64)):
-        st = _row_strides(t, shape, name, dtype) if t is not None else (0, 0)
-        outs.append(t.data_ptr() if t is not None else None)
-        strides += st
-    _check(library().yas_frelu_backward(xs.data_ptr(), gs.data_ptr(), *ptrs, *outs, nb, cb, h, w, k, *strides))
+def dyrelu2_pi_backward(xs, gs, pis, coef, gxs, gpis, sums) -> None:
+    """``dyrelu2_backward`` with the gradient multiplied by ``pis`` (nb, 1, L); ``gpis`` (nb, 1, L, zeroed, or None)
+    gets the block's part of pi's gradient, ``sum_c g max(a0 x + b0, a1 x + b1)`` per pixel."""
+    nb, cb, length = check_block(xs)
+    plane = (nb, cb, length)
+    if gs.shape != xs.shape or (gxs is not None and gxs.shape != xs.shape) or sums.shape != (nb, cb, 4):
+        raise ValueError("gradient, input gradient and sums must match the input block")
+    ps0 = check_rows(pis, (nb, 1, length), "pi")[0]
+    gx_strides = check_rows(gxs, plane, "gx") if gxs is not None else (0, 0)
+    gps0 = check_rows(gpis, (nb, 1, length), "gpi")[0] if gpis is not None else 0
+    strides = (*check_strides(xs, plane, "x"), *check_strides(gs, plane, "g"), ps0, *gx_strides, gps0,
+               *check_strides(coef, (nb, cb, 4), "coef"), *check_rows(sums, (nb, cb, 4), "sums"))
+    ptrs = [t.data_ptr() if t is not None else None for t in (xs, gs, pis, gxs, gpis, coef, sums)]
+    library().yas_dyrelu2_pi_backward(*ptrs, nb, cb, length, *strides)
