@@ -229,6 +229,26 @@ def test_no_compiler_falls_back_to_the_eager_blocks(tmp_path):
     assert _probe(tmp_path, YOLO_ACT_SWAP_NATIVE="0")[:2] == (0, "False")
 
 
+def test_unknown_switch_value_is_one_clear_error(tmp_path):
+    rc, out, _ = _probe(tmp_path, YOLO_ACT_SWAP_NATIVE="maybe")
+    assert rc == 3 and "YOLO_ACT_SWAP_NATIVE must be auto, 0 or 1, got 'maybe'" in out
+
+
+def test_required_kernels_without_a_compiler_fail_the_command_in_one_line(tmp_path):
+    """``YOLO_ACT_SWAP_NATIVE=1`` where nothing can build them: the patch command's verification stops with one line
+    that says how to run without them, exit code 2, no traceback."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {**os.environ, "YOLO_ACT_SWAP_CACHE": str(tmp_path / "cache"), "PATH": str(empty), "CC": "no-such-cc",
+           "YOLO_ACT_SWAP_NATIVE": "1"}
+    r = subprocess.run([sys.executable, "-m", "yolo_act_swap", "--cfg", "yolov8n.yaml", "--act", "acon_c"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no C compiler found" in lines[0] and "YOLO_ACT_SWAP_NATIVE=auto" in lines[0], lines
+    assert "Traceback" not in r.stderr
+
+
 @needs_kernels
 def test_concurrent_first_builds_leave_one_whole_library(tmp_path):
     """DDP ranks or sweep trials that build at once: each builds to its own temporary file and renames it into place;

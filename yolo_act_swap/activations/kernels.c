@@ -164,6 +164,14 @@ typedef struct {
     float *gpad; /* the padded conv-output gradient, gc at q of gpad + p wp + p (backward only) */
 } planes_t;
 
+static void planes_free(planes_t *b) {
+    free(b->pad);
+    free(b->out);
+    free(b->gbuf);
+    free(b->mask);
+    free(b->gpad);
+}
+
 static int planes_init(planes_t *b, int64_t h, int64_t wd, int64_t k, int backward) {
     b->h = h, b->wd = wd, b->k = k, b->p = k / 2, b->wp = wd + 2 * (k / 2), b->n = h * b->wp;
     const size_t padded = (size_t)((h + k) * b->wp + k), n = (size_t)b->n;
@@ -172,17 +180,12 @@ static int planes_init(planes_t *b, int64_t h, int64_t wd, int64_t k, int backwa
     b->gbuf = backward ? calloc(n, sizeof(float)) : 0;
     b->mask = backward ? malloc(n * sizeof(float)) : 0;
     b->gpad = backward ? calloc(padded, sizeof(float)) : 0;
-    if (!b->pad || !b->out || (backward && (!b->gbuf || !b->mask || !b->gpad))) return -1;
+    if (!b->pad || !b->out || (backward && (!b->gbuf || !b->mask || !b->gpad))) {
+        planes_free(b);
+        return -1;
+    }
     for (int64_t q = 0; backward && q < b->n; q++) b->mask[q] = q % b->wp < wd ? 1.0f : 0.0f;
     return 0;
-}
-
-static void planes_free(planes_t *b) {
-    free(b->pad);
-    free(b->out);
-    free(b->gbuf);
-    free(b->mask);
-    free(b->gpad);
 }
 
 /* rows of W floats at src into rows of WP floats at dst (the columns in between keep their zeros) */
@@ -259,10 +262,7 @@ int yas_frelu_stats(const float *restrict x, const float *restrict w, const floa
                     double *restrict sums, int64_t nb, int64_t cb, int64_t h, int64_t wd, int64_t k, int64_t xs0,
                     int64_t xs1, int64_t ss0, int64_t ss1) {
     planes_t b;
-    if (planes_init(&b, h, wd, k, 0)) {
-        planes_free(&b);
-        return -1;
-    }
+    if (planes_init(&b, h, wd, k, 0)) return -1; /* freed what it had allocated */
     for (int64_t i0 = 0; i0 < nb; i0++)
         for (int64_t j0 = 0; j0 < cb; j0++) {
             load_plane(&b, x + i0 * xs0 + j0 * xs1);
@@ -286,10 +286,7 @@ int yas_frelu_forward(const float *restrict x, const float *restrict w, const fl
                       const float *restrict ab, float *restrict y, int64_t nb, int64_t cb, int64_t h, int64_t wd,
                       int64_t k, int64_t xs0, int64_t xs1, int64_t ys0, int64_t ys1) {
     planes_t b;
-    if (planes_init(&b, h, wd, k, 0)) {
-        planes_free(&b);
-        return -1;
-    }
+    if (planes_init(&b, h, wd, k, 0)) return -1; /* freed what it had allocated */
     const float *xq = b.pad + b.p * b.wp + b.p;
     for (int64_t i0 = 0; i0 < nb; i0++)
         for (int64_t j0 = 0; j0 < cb; j0++) {
@@ -313,10 +310,7 @@ int yas_frelu_backward_sums(const float *restrict x, const float *restrict g, co
                             int64_t cb, int64_t h, int64_t wd, int64_t k, int64_t xs0, int64_t xs1, int64_t gs0,
                             int64_t gs1, int64_t ss0, int64_t ss1) {
     planes_t b;
-    if (planes_init(&b, h, wd, k, 1)) {
-        planes_free(&b);
-        return -1;
-    }
+    if (planes_init(&b, h, wd, k, 1)) return -1; /* freed what it had allocated */
     const float *xq = b.pad + b.p * b.wp + b.p;
     for (int64_t i0 = 0; i0 < nb; i0++)
         for (int64_t j0 = 0; j0 < cb; j0++) {
@@ -349,10 +343,7 @@ int yas_frelu_backward(const float *restrict x, const float *restrict g, const f
                        int64_t wd, int64_t k, int64_t xs0, int64_t xs1, int64_t gs0, int64_t gs1, int64_t gxs0,
                        int64_t gxs1, int64_t gws0, int64_t gws1, int64_t gbs0, int64_t gbs1) {
     planes_t b;
-    if (planes_init(&b, h, wd, k, 1)) {
-        planes_free(&b);
-        return -1;
-    }
+    if (planes_init(&b, h, wd, k, 1)) return -1; /* freed what it had allocated */
     const float *xq = b.pad + b.p * b.wp + b.p;
     float *gcq = b.gpad + b.p * b.wp + b.p;
     for (int64_t i0 = 0; i0 < nb; i0++)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import logging
 import os
 import platform
 import shutil
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ActSwapError, warn
 from .functional import chunk_slices, small_pass
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "use_native",
 ]
 
-LOGGER = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("kernels.c")
 # -fno-trapping-math lets GCC vectorise the exponential's clamps (no floating-point exceptions are relied on);
 # YAS_CLONES builds the AVX-512 / AVX2 / baseline clones on x86-64 GCC
@@ -85,8 +84,9 @@ _LOCK = threading.Lock()
 _STATE: dict = {}  # "lib": the loaded library or None after a failed build; "enabled": use_native's switch
 
 
-class NativeError(RuntimeError):
-    """The fused kernels were required (``YOLO_ACT_SWAP_NATIVE=1``) but could not be built or loaded."""
+class NativeError(ActSwapError, RuntimeError):
+    """The fused kernels were required (``YOLO_ACT_SWAP_NATIVE=1``) but could not be built or loaded, or the switch
+    has a value it does not know (the CLI prints the one line and exits with code 2)."""
 
 
 def _mode() -> str:
@@ -95,7 +95,9 @@ def _mode() -> str:
         return "off"
     if value in ("1", "true", "yes", "on"):
         return "on"
-    return "auto"
+    if value in ("", "auto"):
+        return "auto"
+    raise NativeError(f"YOLO_ACT_SWAP_NATIVE must be auto, 0 or 1, got {value!r}")
 
 
 def cache_dir() -> Path:
@@ -180,8 +182,9 @@ def library() -> ctypes.CDLL | None:
                     _STATE["lib"] = _load()
                 except (NativeError, OSError, subprocess.SubprocessError) as e:
                     if _mode() == "on":
-                        raise NativeError(f"YOLO_ACT_SWAP_NATIVE=1 but the fused kernels are unavailable: {e}") from e
-                    LOGGER.warning("yolo-act-swap: fused CPU kernels unavailable, using the eager blocks (%s)", e)
+                        raise NativeError(f"YOLO_ACT_SWAP_NATIVE=1 but the fused kernels are unavailable: {e}; "
+                                          "set YOLO_ACT_SWAP_NATIVE=auto to run without them") from e
+                    warn(f"fused CPU kernels unavailable, using the eager blocks ({e})")
                     _STATE["lib"] = None
     return _STATE["lib"]
 
